@@ -1,0 +1,1 @@
+"""Caller authentication: one verifier per mechanism."""

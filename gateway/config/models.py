@@ -1,0 +1,149 @@
+"""Typed, frozen gateway configuration (the shape of ``config/*.yaml``).
+
+Strict models: unknown keys are errors and YAML's ``no`` does not silently become a string or a
+number. File paths are kept as written here and resolved against the config file by the loader.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class ServerTlsConfig(Strict):
+    cert: str = Field(description="PEM server certificate chain, relative to the config file")
+    key: str = Field(description="PEM private key for `cert`")
+    client_cert: Literal["none", "optional", "required"] = Field(
+        "optional", description="Whether the TLS handshake asks for a client certificate"
+    )
+    client_ca: list[str] | None = Field(
+        None,
+        description="PEM bundles that client certificates must chain to; "
+        "default: every trust domain's x509_bundle",
+    )
+
+
+class ListenerConfig(Strict):
+    name: str
+    address: str = "127.0.0.1"
+    port: int = Field(ge=0, le=65535)
+    tls: ServerTlsConfig | None = None
+    reverse_proxy: bool = Field(True, description="Serve the configured routes")
+    forward_proxy: bool = Field(
+        False, description="Accept absolute-form requests (HTTP_PROXY style)"
+    )
+
+
+class TimeoutsConfig(Strict):
+    connect: float = Field(5.0, gt=0)
+    read: float = Field(30.0, gt=0, description="Longest wait for the next bytes from upstream")
+    total: float | None = Field(None, gt=0, description="Whole exchange, or no limit")
+
+
+class UpstreamTlsConfig(Strict):
+    ca: str | None = Field(None, description="PEM bundle to verify the upstream; default: system")
+    verify: bool = True
+    server_name: str | None = None
+    client_cert: str | None = Field(None, description="PEM client certificate for mTLS")
+    client_key: str | None = None
+
+
+class RouteMatchConfig(Strict):
+    host: str | None = Field(None, description="Host header to match (no port); `*.` wildcard ok")
+    path_prefix: str = "/"
+
+    @field_validator("path_prefix")
+    @classmethod
+    def _starts_with_slash(cls, v: str) -> str:
+        if not v.startswith("/"):
+            raise ValueError("must start with /")
+        return v
+
+
+class RouteConfig(Strict):
+    name: str
+    match: RouteMatchConfig = RouteMatchConfig()
+    upstream: str = Field(description="Upstream base URL, http:// or https://")
+    strip_prefix: bool = Field(False, description="Remove match.path_prefix before forwarding")
+    timeouts: TimeoutsConfig = TimeoutsConfig()
+    tls: UpstreamTlsConfig | None = None
+
+
+class ForwardProxyConfig(Strict):
+    timeouts: TimeoutsConfig = TimeoutsConfig()
+    tls: UpstreamTlsConfig | None = Field(
+        None, description="TLS settings when the upstream leg is https (incl. origination)"
+    )
+    upgrade_tls_hosts: list[str] = Field(
+        default_factory=list,
+        description="Hosts whose plain-http requests are sent upstream over https",
+    )
+
+
+class TrustDomainConfig(Strict):
+    x509_bundle: str | None = Field(None, description="PEM CA bundle for X509-SVIDs")
+    jwks: str | None = Field(None, description="JWKS file with JWT-SVID / WIT signing keys")
+    jwt_algorithms: list[str] = Field(default_factory=lambda: ["ES256", "ES384", "RS256", "EdDSA"])
+    clock_skew: float = Field(30.0, ge=0, le=300)
+
+
+class IssuerKeyConfig(Strict):
+    file: str
+    kid: str | None = None
+
+
+class IssuerConfig(Strict):
+    issuer: str = Field(description="`iss` of tokens minted by the gateway")
+    keys: list[IssuerKeyConfig] = Field(
+        default_factory=list,
+        description="PEM private keys; the first signs, the rest are published for rotation",
+    )
+    state_dir: str | None = Field(
+        None, description="Generate an ES256 key here when `keys` is empty"
+    )
+
+
+class AdminConfig(Strict):
+    address: str = "127.0.0.1"
+    port: int = Field(9901, ge=0, le=65535)
+
+
+class LimitsConfig(Strict):
+    max_header_bytes: int = Field(16384, ge=1024, description="All request headers together")
+    max_request_body_bytes: int | None = Field(
+        None, ge=0, description="Largest request body streamed upstream; null: no limit"
+    )
+    max_connections_per_upstream: int = Field(256, ge=1)
+    shutdown_grace: float = Field(15.0, ge=0, description="Seconds SIGTERM waits for in-flight")
+
+
+class PolicySourceConfig(Strict):
+    files: list[str] = Field(min_length=1, description="Merged in this order")
+    watch: bool = True
+    watch_interval: float = Field(2.0, gt=0)
+
+
+class AuditConfig(Strict):
+    path: str = Field("-", description="JSON lines file, or - for standard output")
+
+
+class TrustedProxiesConfig(Strict):
+    addresses: list[str] = Field(default_factory=list)
+
+
+class GatewayConfig(Strict):
+    listeners: list[ListenerConfig] = Field(min_length=1)
+    routes: list[RouteConfig] = Field(default_factory=list)
+    forward_proxy: ForwardProxyConfig = ForwardProxyConfig()
+    trust_domains: dict[str, TrustDomainConfig] = Field(default_factory=dict)
+    issuer: IssuerConfig | None = None
+    admin: AdminConfig | None = AdminConfig()
+    limits: LimitsConfig = LimitsConfig()
+    policy: PolicySourceConfig
+    audit: AuditConfig = AuditConfig()
+    gateway_name: str = Field("wimse-gateway", description="Used in Via and audit lines")

@@ -1,0 +1,136 @@
+"""The shape of policy files (``policies/*.yaml``): rules and exchange profiles.
+
+Field names are what operators type; descriptions end up in the JSON Schema their editors use.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from gateway.config.models import Strict
+
+StrOrList = str | list[str]
+
+
+class CallerMatchConfig(Strict):
+    identity: StrOrList | None = Field(
+        None,
+        description="Workload identifier(s), exact or glob: `*` one path segment, `**` any "
+        "number of segments (spiffe://td/ns/*/sa/api, spiffe://td/**)",
+    )
+    trust_domain: StrOrList | None = None
+    methods: list[Literal["mtls", "wit", "httpsig", "dpop", "bearer", "none"]] | None = Field(
+        None, description="Authentication methods accepted; `none` admits unauthenticated callers"
+    )
+    proof_of_possession: bool | None = Field(
+        None, description="true: only callers whose credential is bound to a key"
+    )
+    claims: dict[str, str | int | bool | list[str | int | bool]] | None = Field(
+        None, description="Claim equals the value (or one of the values; list claims: contains)"
+    )
+
+
+class DestinationMatchConfig(Strict):
+    route: StrOrList | None = Field(None, description="Route name(s); `forward-proxy` for "
+                                    "absolute-form requests")
+    scheme: Literal["http", "https"] | None = None
+    host: StrOrList | None = Field(
+        None, description="Upstream host(s), exact or `*.example.com` (any subdomain)"
+    )
+    port: int | list[int] | None = None
+    path: str | None = Field(
+        None, description="Glob on the upstream path: `*` one segment, `**` any number"
+    )
+    path_prefix: str | None = None
+    methods: list[str] | None = Field(None, description="HTTP methods, upper case")
+
+    @field_validator("methods")
+    @classmethod
+    def _upper(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None:
+            for m in v:
+                if m != m.upper() or not m.isalpha():
+                    raise ValueError(f"HTTP methods are upper-case words, got {m!r}")
+        return v
+
+
+class RuleConfig(Strict):
+    id: str = Field(min_length=1, description="Unique; shown in audit lines and explain output")
+    description: str | None = None
+    caller: CallerMatchConfig | None = None
+    destination: DestinationMatchConfig | None = None
+    action: Literal["deny", "forward", "exchange"]
+    profile: str | None = Field(None, description="Profile name, required for `exchange`")
+    upgrade_tls: bool = Field(False, description="Send plain-http requests upstream over https")
+    pass_credentials: bool = Field(
+        False, description="Forward the caller's own credential headers (off: stripped)"
+    )
+    allow_lifetime_extension: bool = Field(
+        False,
+        description="GUARD RAIL OFF: the credential handed out may outlive the caller's",
+    )
+    allow_assurance_upgrade: bool = Field(
+        False,
+        description="GUARD RAIL OFF: a bearer caller may get a proof-of-possession credential",
+    )
+
+    @model_validator(mode="after")
+    def _profile_iff_exchange(self) -> RuleConfig:
+        if self.action == "exchange" and not self.profile:
+            raise ValueError("action exchange needs a profile")
+        if self.action != "exchange" and self.profile:
+            raise ValueError(f"a profile makes no sense with action {self.action}")
+        return self
+
+
+class IssuerExchangeConfig(Strict):
+    type: Literal["issuer"]
+    token: Literal["access_token"] = Field(
+        "access_token", description="What to mint: an RFC 9068 access token (at+jwt)"
+    )
+    audience: str | None = Field(None, description="`aud`; default: the upstream origin")
+    scope: str | None = None
+    lifetime: int = Field(300, ge=1, le=86400, description="Seconds, capped by the caller's")
+    carry_claims: list[str] = Field(
+        default_factory=list, description="Caller claims copied into the minted token"
+    )
+
+
+ExchangeConfig = Annotated[IssuerExchangeConfig, Field(discriminator="type")]
+
+
+class BearerInjectConfig(Strict):
+    type: Literal["bearer"]
+
+
+class HeaderInjectConfig(Strict):
+    type: Literal["header"]
+    name: str = Field(min_length=1)
+    prefix: str = ""
+
+    @field_validator("name")
+    @classmethod
+    def _token(cls, v: str) -> str:
+        if not all(c.isalnum() or c in "-_" for c in v):
+            raise ValueError("not an HTTP header name")
+        return v
+
+
+InjectConfig = Annotated[BearerInjectConfig | HeaderInjectConfig, Field(discriminator="type")]
+
+
+class ProfileConfig(Strict):
+    description: str | None = None
+    exchange: ExchangeConfig
+    inject: list[InjectConfig] = Field(min_length=1)
+    on_behalf_of: bool = Field(
+        False, description="The gateway acts for the caller (RFC 8693 `act`); must be declared"
+    )
+
+
+class PolicyFileConfig(Strict):
+    schema_: str | None = Field(None, alias="$schema")
+    profiles: dict[str, ProfileConfig] = Field(default_factory=dict)
+    rules: list[RuleConfig] = Field(default_factory=list)

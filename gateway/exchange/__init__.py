@@ -1,0 +1,1 @@
+"""Credential exchange: one exchanger per mechanism, behind a shared cache."""

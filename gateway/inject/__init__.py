@@ -1,0 +1,1 @@
+"""Credential injection: one injector per mechanism."""

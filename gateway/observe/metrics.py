@@ -1,0 +1,49 @@
+"""Prometheus metrics. One registry per gateway process, kept across reloads."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5,
+                   10, 30)
+
+
+class Metrics:
+    """The gateway's metrics, named ``wimse_gateway_<noun>_<unit>``."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "wimse_gateway_requests", "Requests handled, by route, decision and status",
+            ["route", "decision", "status"], registry=r)
+        self.request_seconds = Histogram(
+            "wimse_gateway_request_seconds", "Time from request to response headers, by route",
+            ["route"], buckets=LATENCY_BUCKETS, registry=r)
+        self.in_flight = Gauge(
+            "wimse_gateway_in_flight_requests", "Requests being handled", registry=r)
+        self.authn_failures = Counter(
+            "wimse_gateway_authn_failures", "Authentication failures, by reason",
+            ["reason"], registry=r)
+        self.refusals = Counter(
+            "wimse_gateway_refusals", "Refused requests, by reason", ["reason"], registry=r)
+        self.exchanges = Counter(
+            "wimse_gateway_exchanges", "Credential exchanges, by profile and outcome",
+            ["profile", "outcome"], registry=r)
+        self.exchange_seconds = Histogram(
+            "wimse_gateway_exchange_seconds", "Time to obtain a credential (cache misses)",
+            ["profile"], buckets=LATENCY_BUCKETS, registry=r)
+        self.cache_events = Counter(
+            "wimse_gateway_credential_cache_events", "Credential cache hits, misses, "
+            "evictions and refreshes", ["event"], registry=r)
+        self.upstream_seconds = Histogram(
+            "wimse_gateway_upstream_seconds", "Upstream time to response headers, by route",
+            ["route"], buckets=LATENCY_BUCKETS, registry=r)
+        self.reloads = Counter(
+            "wimse_gateway_reloads", "Config/policy reloads, by outcome", ["outcome"], registry=r)
+        self.policy_info = Gauge(
+            "wimse_gateway_policy_loaded_timestamp_seconds",
+            "When the serving policy was loaded, labelled with its digest", ["digest"], registry=r)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

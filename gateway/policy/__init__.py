@@ -1,0 +1,1 @@
+"""Policy: rules, profiles, guard rails, decisions."""

@@ -1,0 +1,1 @@
+"""The proxy: listeners, routing, the pipeline and the upstream hop."""

@@ -1,0 +1,281 @@
+"""Everything built from one config + policy version; replaced as a whole on reload.
+
+Building a runtime does all the work a request should not do: it reads files, compiles rules,
+builds TLS contexts and picks implementations from explicit registries. If any of that fails,
+the previous runtime keeps serving.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+
+from gateway.authn.base import Authenticator, AuthenticatorChain
+from gateway.authn.mtls import MtlsAuthenticator, load_bundle
+from gateway.clock import Clock
+from gateway.config.load import LoadedConfig
+from gateway.config.models import RouteConfig, TimeoutsConfig, UpstreamTlsConfig
+from gateway.config.policy import (
+    BearerInjectConfig,
+    HeaderInjectConfig,
+    IssuerExchangeConfig,
+    ProfileConfig,
+)
+from gateway.config.source import ConfigError, Problem
+from gateway.exchange.base import Exchanger
+from gateway.exchange.issuer import IssuerExchanger
+from gateway.inject.base import Injector
+from gateway.inject.bearer import BearerInjector
+from gateway.inject.header import HeaderInjector
+from gateway.keys import SigningKey, load_or_create_key, load_private_key
+from gateway.policy.load import Policy, PolicyContext, load_policy
+
+
+@dataclass(frozen=True)
+class UpstreamSettings:
+    """How to reach one upstream: timeouts and TLS. ``tls_key`` names its connection pool."""
+
+    timeouts: TimeoutsConfig
+    ssl_context: ssl.SSLContext | None
+    server_name: str | None
+    tls_key: str
+
+
+@dataclass(frozen=True)
+class Route:
+    name: str
+    host: str | None
+    host_suffix: str | None
+    path_prefix: str
+    upstream: str
+    strip_prefix: bool
+    settings: UpstreamSettings
+
+    def matches(self, host: str, path: str) -> bool:
+        if self.host is not None and host != self.host:
+            return False
+        if self.host_suffix is not None and not host.endswith(self.host_suffix):
+            return False
+        return path.startswith(self.path_prefix)
+
+
+@dataclass(frozen=True)
+class ProfileRuntime:
+    """A profile's built stages."""
+
+    name: str
+    config: ProfileConfig
+    exchanger: Exchanger
+    injectors: tuple[Injector, ...]
+    fingerprint: str  # changes when the profile's config changes, so caches do not mix versions
+
+
+# Explicit registries: config `type:` -> builder. No import-time discovery.
+ExchangerBuilder = Callable[["Builder", str, ProfileConfig, Any], Exchanger]
+InjectorBuilder = Callable[[Any], Injector]
+
+
+def _build_issuer_exchanger(b: Builder, name: str, prof: ProfileConfig, cfg: Any) -> Exchanger:
+    assert isinstance(cfg, IssuerExchangeConfig)
+    if not b.signing_keys or b.issuer_url is None:
+        raise ConfigError([Problem("policy", None, f"profiles.{name}", "no issuer configured")])
+    return IssuerExchanger(cfg, b.issuer_url, b.signing_keys[0], b.client_id, b.clock,
+                           on_behalf_of=prof.on_behalf_of)
+
+
+EXCHANGERS: dict[str, ExchangerBuilder] = {"issuer": _build_issuer_exchanger}
+
+INJECTORS: dict[str, InjectorBuilder] = {
+    "bearer": lambda cfg: BearerInjector(),
+    "header": lambda cfg: HeaderInjector(cfg.name, cfg.prefix),
+}
+_ = (BearerInjectConfig, HeaderInjectConfig)  # the config shapes these builders take
+
+
+def client_ssl_context(lc: LoadedConfig, tls: UpstreamTlsConfig | None) -> ssl.SSLContext:
+    """A TLS client context for upstream connections (origination and mTLS)."""
+    if tls and tls.ca:
+        ctx = ssl.create_default_context(cafile=str(lc.path(tls.ca)))
+    else:
+        ctx = ssl.create_default_context()
+    if tls and not tls.verify:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    if tls and tls.client_cert and tls.client_key:
+        ctx.load_cert_chain(str(lc.path(tls.client_cert)), str(lc.path(tls.client_key)))
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    return ctx
+
+
+def _tls_key(lc: LoadedConfig, tls: UpstreamTlsConfig | None) -> str:
+    if tls is None:
+        return "default"
+    return json.dumps(tls.model_dump(), sort_keys=True) + str(lc.base_dir)
+
+
+@dataclass
+class Builder:
+    """Carries what stage builders share while one runtime is being built."""
+
+    loaded: LoadedConfig
+    clock: Clock
+    signing_keys: list[SigningKey] = field(default_factory=list)
+    issuer_url: str | None = None
+    client_id: str = "wimse-gateway"
+
+
+@dataclass
+class Runtime:
+    loaded: LoadedConfig
+    policy: Policy
+    authn: AuthenticatorChain
+    routes: tuple[Route, ...]
+    forward_settings: UpstreamSettings
+    upgrade_tls_hosts: frozenset[str]
+    profiles: dict[str, ProfileRuntime]
+    signing_keys: tuple[SigningKey, ...]
+    bundles: dict[str, list[x509.Certificate]]
+    ssl_contexts: dict[str, ssl.SSLContext]  # tls_key -> context, one pool each
+    active: int = 0
+
+    @property
+    def config(self) -> Any:
+        return self.loaded.config
+
+    @property
+    def warnings(self) -> tuple[Problem, ...]:
+        return self.loaded.warnings + self.policy.warnings
+
+    def route_for(self, host: str, path: str) -> Route | None:
+        for route in self.routes:
+            if route.matches(host, path):
+                return route
+        return None
+
+
+def _signing_keys(lc: LoadedConfig) -> list[SigningKey]:
+    issuer = lc.config.issuer
+    if issuer is None:
+        return []
+    if issuer.keys:
+        return [
+            SigningKey.from_private_key(load_private_key(lc.path(k.file)), k.kid)
+            for k in issuer.keys
+        ]
+    assert issuer.state_dir is not None
+    key = load_or_create_key(lc.path(issuer.state_dir) / "issuer-es256.pem")
+    return [SigningKey.from_private_key(key)]
+
+
+def build_runtime(lc: LoadedConfig, clock: Clock) -> Runtime:
+    """Build every stage from a loaded config. Raises ConfigError on any problem."""
+    cfg = lc.config
+    try:
+        bundles = {
+            td: load_bundle(lc.path(tdc.x509_bundle).read_bytes())
+            for td, tdc in cfg.trust_domains.items()
+            if tdc.x509_bundle
+        }
+    except ValueError as exc:
+        raise ConfigError([Problem(str(lc.file), None, "trust_domains",
+                                   f"unreadable x509_bundle: {exc}")]) from None
+    try:
+        keys = _signing_keys(lc)
+    except (ValueError, OSError) as exc:
+        raise ConfigError([Problem(str(lc.file), None, "issuer.keys",
+                                   f"unusable key: {exc}")]) from None
+
+    policy = load_policy(
+        [lc.path(p) for p in cfg.policy.files],
+        PolicyContext(
+            routes=frozenset(r.name for r in cfg.routes),
+            trust_domains=frozenset(cfg.trust_domains),
+            has_issuer=cfg.issuer is not None,
+        ),
+    )
+    builder = Builder(lc, clock, keys, cfg.issuer.issuer if cfg.issuer else None,
+                      cfg.gateway_name)
+
+    ssl_contexts: dict[str, ssl.SSLContext] = {}
+
+    def settings(timeouts: TimeoutsConfig, tls: UpstreamTlsConfig | None) -> UpstreamSettings:
+        key = _tls_key(lc, tls)
+        if key not in ssl_contexts:
+            try:
+                ssl_contexts[key] = client_ssl_context(lc, tls)
+            except (ssl.SSLError, OSError) as exc:
+                raise ConfigError([Problem(str(lc.file), None, "tls", f"unusable TLS files: "
+                                           f"{exc}")]) from None
+        return UpstreamSettings(timeouts, ssl_contexts[key], tls.server_name if tls else None,
+                                key)
+
+    routes = tuple(_route(r, settings) for r in cfg.routes)
+    forward = settings(cfg.forward_proxy.timeouts, cfg.forward_proxy.tls)
+
+    profiles: dict[str, ProfileRuntime] = {}
+    for name, prof in policy.profiles.items():
+        exchanger = EXCHANGERS[prof.exchange.type](builder, name, prof, prof.exchange)
+        injectors = tuple(INJECTORS[i.type](i) for i in prof.inject)
+        fp = hashlib.sha256(prof.model_dump_json().encode()).hexdigest()[:16]
+        profiles[name] = ProfileRuntime(name, prof, exchanger, injectors, fp)
+
+    authenticators: list[Authenticator] = []
+    if bundles:
+        authenticators.append(MtlsAuthenticator(bundles, clock))
+    return Runtime(
+        loaded=lc,
+        policy=policy,
+        authn=AuthenticatorChain(authenticators),
+        routes=routes,
+        forward_settings=forward,
+        upgrade_tls_hosts=frozenset(h.lower() for h in cfg.forward_proxy.upgrade_tls_hosts),
+        profiles=profiles,
+        signing_keys=tuple(keys),
+        bundles=bundles,
+        ssl_contexts=ssl_contexts,
+    )
+
+
+def _route(r: RouteConfig, settings: Callable[..., UpstreamSettings]) -> Route:
+    host = r.match.host.lower() if r.match.host else None
+    suffix = None
+    if host and host.startswith("*."):
+        suffix, host = host[1:], None
+    return Route(
+        name=r.name,
+        host=host,
+        host_suffix=suffix,
+        path_prefix=r.match.path_prefix,
+        upstream=r.upstream.rstrip("/"),
+        strip_prefix=r.strip_prefix,
+        settings=settings(r.timeouts, r.tls),
+    )
+
+
+def server_ssl_context(lc: LoadedConfig, listener_index: int,
+                       bundles: dict[str, list[x509.Certificate]]) -> ssl.SSLContext | None:
+    """The TLS server context of one listener, asking for client certificates as configured."""
+    lst = lc.config.listeners[listener_index]
+    if lst.tls is None:
+        return None
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(str(lc.path(lst.tls.cert)), str(lc.path(lst.tls.key)))
+    if lst.tls.client_cert != "none":
+        ctx.verify_mode = (
+            ssl.CERT_REQUIRED if lst.tls.client_cert == "required" else ssl.CERT_OPTIONAL
+        )
+        cas: list[Path] = [lc.path(p) for p in lst.tls.client_ca or []]
+        if not cas:
+            cas = [lc.path(td.x509_bundle) for td in lc.config.trust_domains.values()
+                   if td.x509_bundle]
+        for ca in cas:
+            ctx.load_verify_locations(cafile=str(ca))
+    return ctx

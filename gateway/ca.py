@@ -135,7 +135,9 @@ class CertificateAuthority:
             b.add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
             .add_extension(x509.KeyUsage(
                 digital_signature=digital_signature, content_commitment=False,
-                key_encipherment=False, data_encipherment=False, key_agreement=False,
+                # an empty key usage is not a valid certificate; keep one bit set
+                key_encipherment=not digital_signature, data_encipherment=False,
+                key_agreement=False,
                 key_cert_sign=key_cert_sign, crl_sign=False, encipher_only=False,
                 decipher_only=False), critical=True)
             .add_extension(x509.ExtendedKeyUsage(

@@ -108,6 +108,8 @@ class _Composer:
                     )
                     continue
                 out[key] = self.convert(value_node, (*path, key))
+                # point at the key, not its value (which may start on the next line)
+                self.doc.lines[(*path, key)] = key_node.start_mark.line + 1
             self.doc.lines.pop((*path, "<key>"), None)
             return out
         if isinstance(node, yaml.SequenceNode):

@@ -187,17 +187,17 @@ async def relay(
     resp = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=headers)
     if "Content-Length" not in headers and request.version >= (1, 1):
         resp.enable_chunked_encoding()
-    await resp.prepare(request)
     try:
+        await resp.prepare(request)
         async for chunk in upstream.content.iter_chunked(CHUNK):
             await resp.write(chunk)
+        await resp.write_eof()
     except (TimeoutError, aiohttp.ClientError, OSError):
+        # Either side went away mid-response (the caller hung up, or the upstream broke off).
         upstream.close()
         resp.force_close()
         if request.transport is not None:
             request.transport.close()
-        return resp
     finally:
         upstream.release()
-    await resp.write_eof()
     return resp

@@ -209,7 +209,11 @@ async def handle(
 
 
 def _set_forwarding_headers(
-    request: web.BaseRequest, headers: CIMultiDict[str], dest: Destination, via: str, request_id: str
+    request: web.BaseRequest,
+    headers: CIMultiDict[str],
+    dest: Destination,
+    via: str,
+    request_id: str,
 ) -> None:
     peer = request.remote or "unknown"
     prior = request.headers.get("X-Forwarded-For")

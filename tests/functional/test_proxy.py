@@ -60,7 +60,7 @@ async def test_reverse_proxy_sets_forwarding_headers_and_removes_hop_by_hop(
                      "X-Request-Id": "req-123"},
         ) as r:
             assert r.status == 200
-            body = await r.json()
+            await r.json()
             assert r.headers["X-Request-Id"] == "req-123"
             assert "wimse-gateway" in r.headers["Via"]
             assert "Keep-Alive" not in r.headers  # hop-by-hop from the upstream

@@ -222,6 +222,8 @@ class Gateway:
             max_field_size=loaded.config.limits.max_header_bytes * 2,
             max_line_size=loaded.config.limits.max_header_bytes * 2,
             max_headers=256,
+            # SECURITY: no access log; query strings can carry tokens. The audit line is the log.
+            access_log=None,
         )
         ctx = server_ssl_context(loaded, index, self.runtime.bundles)
         if ctx is not None:
@@ -229,8 +231,7 @@ class Gateway:
             # Swap in the newest context per handshake, so reloaded certificates and bundles
             # apply without closing the listening socket.
             ctx.sni_callback = self._sni_switch(name)
-        runner = web.ServerRunner(server, access_log=None,
-                                  shutdown_timeout=loaded.config.limits.shutdown_grace)
+        runner = web.ServerRunner(server, shutdown_timeout=loaded.config.limits.shutdown_grace)
         await runner.setup()
         site = web.TCPSite(runner, lst.address, lst.port, ssl_context=ctx, backlog=1024)
         await site.start()

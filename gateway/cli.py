@@ -16,7 +16,7 @@ from gateway.clock import SystemClock
 from gateway.config.load import load_config
 from gateway.config.source import ConfigError
 from gateway.proxy.listener import Gateway
-from gateway.runtime import build_runtime
+from gateway.runtime import Runtime, build_runtime
 
 log = logging.getLogger("wimse_gateway")
 
@@ -97,13 +97,76 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_schema(args: argparse.Namespace) -> int:
     from gateway.config.models import GatewayConfig
     from gateway.config.policy import PolicyFileConfig
+    from gateway.policytool import PolicyTestFile
 
-    model = GatewayConfig if args.kind == "config" else PolicyFileConfig
+    model = {"config": GatewayConfig, "policy": PolicyFileConfig,
+             "policy-test": PolicyTestFile}[args.kind]
     schema = model.model_json_schema(by_alias=True)
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = f"wimse-gateway {args.kind} file"
     print(json.dumps(schema, indent=2))
     return 0
+
+
+def _runtime_or_exit(config: Path) -> Runtime | None:
+    try:
+        return build_runtime(load_config(config), SystemClock())
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return None
+
+
+def cmd_policy_explain(args: argparse.Namespace) -> int:
+    from gateway import policytool
+
+    rt = _runtime_or_exit(args.config)
+    if rt is None:
+        return 2
+    claims = {}
+    for item in args.claim or []:
+        k, sep, v = item.partition("=")
+        if not sep:
+            print(f"--claim takes name=value, got {item!r}", file=sys.stderr)
+            return 2
+        claims[k] = v
+    try:
+        caller = policytool.make_caller(policytool.CallerSpec(
+            identity=args.caller, method=args.authn, proof_of_possession=args.pop,
+            claims=claims))
+        dest = policytool.make_destination(rt, policytool.RequestSpec(
+            method=args.method, url=args.url, route=args.route))
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    print(policytool.explain(rt, caller, dest))
+    return 0
+
+
+def cmd_policy_test(args: argparse.Namespace) -> int:
+    from gateway import policytool
+
+    rt = _runtime_or_exit(args.config)
+    if rt is None:
+        return 2
+    failed = 0
+    total = 0
+    for path in args.tests:
+        try:
+            tests = policytool.load_tests(path)
+        except ConfigError as exc:
+            print(exc, file=sys.stderr)
+            return 2
+        for res in policytool.run_tests(rt, tests):
+            total += 1
+            if res.ok:
+                print(f"PASS  {path.name}: {res.name}")
+            else:
+                failed += 1
+                print(f"FAIL  {path.name}: {res.name}")
+                for line in res.diff:
+                    print("      " + line.replace("\n", "\n      "))
+    print(f"{total - failed} passed, {failed} failed")
+    return 1 if failed else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -129,8 +192,28 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--upstream-port", type=int, default=8081)
     demo.set_defaults(func=cmd_demo)
 
+    policy = sub.add_parser("policy", help="explain and test policy decisions")
+    psub = policy.add_subparsers(dest="policy_command", required=True)
+    explain = psub.add_parser("explain", help="which rule matches a request, and why")
+    explain.add_argument("-c", "--config", required=True, type=Path)
+    explain.add_argument("--caller", default=None, help="workload identifier; omit: anonymous")
+    explain.add_argument("--authn", default=None,
+                         choices=["mtls", "wit", "httpsig", "dpop", "bearer", "none"],
+                         help="how the caller authenticated (default mtls)")
+    explain.add_argument("--pop", default=None, action=argparse.BooleanOptionalAction,
+                         help="credential bound to a key (default: by method)")
+    explain.add_argument("--claim", action="append", help="name=value, repeatable")
+    explain.add_argument("--method", default="GET")
+    explain.add_argument("--url", required=True, help="destination URL")
+    explain.add_argument("--route", default=None)
+    explain.set_defaults(func=cmd_policy_explain)
+    ptest = psub.add_parser("test", help="run expected decisions from YAML files")
+    ptest.add_argument("-c", "--config", required=True, type=Path)
+    ptest.add_argument("tests", nargs="+", type=Path)
+    ptest.set_defaults(func=cmd_policy_test)
+
     schema = sub.add_parser("schema", help="print the JSON Schema of config or policy files")
-    schema.add_argument("kind", choices=["config", "policy"])
+    schema.add_argument("kind", choices=["config", "policy", "policy-test"])
     schema.set_defaults(func=cmd_schema)
     return p
 

@@ -7,6 +7,7 @@ an event loop. Rules are compiled once at load; destinations are indexed by exac
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from gateway.model import Action, Caller, Decision, Destination
 Check = Callable[[Caller, Destination], str | None]
 
 
+@functools.lru_cache(maxsize=4096)
 def glob_to_regex(pattern: str, segment: str = "/") -> re.Pattern[str]:
     """`*` matches within one segment, `**` across segments; everything else is literal."""
     out = []
@@ -175,7 +177,9 @@ class Rule:
     decision: Decision
     checks: tuple[Check, ...]
     source: str  # "file:line", for explain and warnings
+    order: int  # position in the merged policy
     exact_hosts: frozenset[str] | None  # set when the rule only applies to these hosts
+    exact_identities: frozenset[str] | None  # set when it only applies to these callers
 
     @property
     def id(self) -> str:
@@ -193,7 +197,7 @@ class Rule:
         return None
 
 
-def compile_rule(cfg: RuleConfig, source: str) -> Rule:
+def compile_rule(cfg: RuleConfig, source: str, order: int = 0) -> Rule:
     decision = Decision(
         rule_id=cfg.id,
         action=Action(cfg.action),
@@ -210,7 +214,12 @@ def compile_rule(cfg: RuleConfig, source: str) -> Rule:
         hosts = _as_list(cfg.destination.host)
         if not any(h.startswith("*.") for h in hosts):
             exact_hosts = frozenset(h.lower() for h in hosts)
-    return Rule(cfg, decision, tuple(checks), source, exact_hosts)
+    exact_ids = None
+    if cfg.caller and cfg.caller.identity is not None:
+        ids = _as_list(cfg.caller.identity)
+        if not any("*" in i for i in ids):
+            exact_ids = frozenset(ids)
+    return Rule(cfg, decision, tuple(checks), source, order, exact_hosts, exact_ids)
 
 
 NO_MATCH = Decision(rule_id="(no rule matched)", action=Action.DENY)
@@ -225,26 +234,47 @@ class Explanation:
 
 
 class PolicyEngine:
-    """Ordered rules with a host index. ``decide`` is pure and never raises."""
+    """Ordered rules, indexed so that a decision looks only at rules that could match.
+
+    A rule limited to exact hosts is filed under each host; one limited to exact caller
+    identities (and no exact host) under each identity; the rest are "wide" and always looked
+    at. A request's candidates are its host's rules, its identity's rules and the wide rules,
+    merged back into file order, so first-match semantics are unchanged. ``decide`` is pure.
+    """
 
     def __init__(self, rules: list[Rule], profiles: dict[str, ProfileConfig]) -> None:
         self.rules = rules
         self.profiles = profiles
-        generic: list[int] = [i for i, r in enumerate(rules) if r.exact_hosts is None]
+        wide: list[int] = []
         by_host: dict[str, list[int]] = {}
+        by_identity: dict[str, list[int]] = {}
         for i, r in enumerate(rules):
-            for h in r.exact_hosts or ():
-                by_host.setdefault(h, []).append(i)
-        # Each host's candidates: its own rules merged with the generic ones, in file order.
-        self._by_host = {h: sorted(set(idx) | set(generic)) for h, idx in by_host.items()}
-        self._generic = generic
+            if r.exact_hosts is not None:
+                for h in r.exact_hosts:
+                    by_host.setdefault(h, []).append(i)
+            elif r.exact_identities is not None:
+                for ident in r.exact_identities:
+                    by_identity.setdefault(ident, []).append(i)
+            else:
+                wide.append(i)
+        # Precomputed merges with the wide rules, so the common case is one list walk.
+        self._by_host = {h: sorted(set(idx) | set(wide)) for h, idx in by_host.items()}
+        self._by_identity = {k: sorted(set(idx) | set(wide)) for k, idx in by_identity.items()}
+        self._by_host_only = by_host
+        self._wide = wide
 
-    def candidates(self, host: str) -> list[int]:
-        return self._by_host.get(host, self._generic)
+    def candidates(self, host: str, identity: str | None) -> list[int]:
+        h = self._by_host.get(host)
+        ident = self._by_identity.get(identity) if identity is not None else None
+        if h is None:
+            return ident if ident is not None else self._wide
+        if ident is None:
+            return h
+        return sorted(set(self._by_host_only[host]) | set(ident))
 
     def decide(self, caller: Caller, dest: Destination) -> Decision:
         rules = self.rules
-        for i in self.candidates(dest.host):
+        for i in self.candidates(dest.host, caller.identity):
             rule = rules[i]
             for check in rule.checks:
                 if check(caller, dest) is not None:

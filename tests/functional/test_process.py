@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -262,14 +261,3 @@ def test_check_refuses_duplicate_yaml_keys(tmp_path: Path) -> None:
     out = subprocess.run([*CLI, "check", "-c", str(cfg)], capture_output=True, text=True)
     assert out.returncode == 1
     assert "gateway.yaml:4: listeners: duplicate key (first defined on line 1)" in out.stderr
-
-
-def test_check_passes_the_shipped_examples() -> None:
-    root = Path(__file__).resolve().parents[2]
-    configs = sorted((root / "config").glob("*.yaml"))
-    assert configs
-    for cfg in configs:
-        out = subprocess.run([*CLI, "check", "-c", str(cfg)], capture_output=True, text=True,
-                             env={**os.environ, "PYTHONPATH": str(root)})
-        assert out.returncode == 0, f"{cfg}: {out.stderr}"
-        assert out.stdout.startswith("ok:") or "warning" in out.stdout

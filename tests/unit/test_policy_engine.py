@@ -114,15 +114,19 @@ def test_explain_says_why_earlier_rules_missed(tmp_path: Path) -> None:
 def test_host_index_agrees_with_linear_scan(tmp_path: Path) -> None:
     rules = "\n".join(
         f"  - id: r{i}\n    destination: {{host: h{i}.example, methods: [GET]}}\n"
-        f"    action: forward" for i in range(300))
+        f"    action: forward" if i % 3 else
+        f"  - id: r{i}\n    caller: {{identity: spiffe://example.org/ns/shop/sa/api}}\n"
+        f"    destination: {{path_prefix: /g{i}}}\n    action: deny"
+        for i in range(300))
     text = f"rules:\n{rules}\n  - id: generic\n    destination: {{path_prefix: /g}}\n" \
            "    action: forward\n  - id: default-deny\n    action: deny\n"
     p = policy(tmp_path, text)
-    for host in ("h0.example", "h150.example", "h299.example", "nope.example"):
-        for path in ("/x", "/g"):
+    for host in ("h0.example", "h150.example", "h298.example", "nope.example"):
+        for path in ("/x", "/g", "/g3", "/g297"):
             for m in ("GET", "POST"):
-                d = dest(f"https://{host}{path}", method=m)
-                assert p.engine.decide(caller(), d) == p.engine.explain(caller(), d).decision
+                for c in (caller(), caller("spiffe://example.org/ns/other/sa/x"), ANONYMOUS):
+                    d = dest(f"https://{host}{path}", method=m)
+                    assert p.engine.decide(c, d) == p.engine.explain(c, d).decision
 
 
 def test_catch_all_is_mandatory(tmp_path: Path) -> None:
@@ -158,6 +162,34 @@ def test_references_and_shadowing(tmp_path: Path) -> None:
     warnings = "\n".join(str(w) for w in p.warnings)
     assert "rules[1]: unreachable: rule 'a'" in warnings
     assert "rules[3]: unreachable: rule 'all'" in warnings
+
+
+@pytest.mark.parametrize(
+    ("earlier", "later", "shadowed"),
+    [
+        ("{destination: {path: /v1/**}}", "{destination: {path: /v1/x/*}}", True),
+        ("{destination: {path: /v1/*}}", "{destination: {path: /v1/**}}", False),
+        ("{destination: {path_prefix: /api}}", "{destination: {path_prefix: /api/v2}}", True),
+        ("{destination: {methods: [GET, POST]}}", "{destination: {methods: [GET]}}", True),
+        ("{destination: {methods: [GET]}}", "{destination: {methods: [GET, POST]}}", False),
+        ("{destination: {host: '*.ex.com'}}", "{destination: {host: a.ex.com, port: 1}}", True),
+        ("{destination: {host: a.ex.com}}", "{destination: {host: '*.ex.com'}}", False),
+        ("{caller: {identity: 'spiffe://t/ns/*/sa/x'}}",
+         "{caller: {identity: spiffe://t/ns/a/sa/x}, destination: {route: api}}", True),
+        ("{caller: {identity: spiffe://t/ns/a/sa/x}}",
+         "{caller: {identity: 'spiffe://t/ns/*/sa/x'}}", False),
+        ("{caller: {methods: [mtls]}}", "{destination: {route: api}}", False),
+        ("{caller: {claims: {g: ops}}}", "{caller: {claims: {g: ops, h: 1}}}", True),
+    ],
+)
+def test_shadowing_is_detected_without_false_alarms(
+    tmp_path: Path, earlier: str, later: str, shadowed: bool
+) -> None:
+    text = (f"rules:\n  - {{id: a, action: forward, {earlier[1:-1]}}}\n"
+            f"  - {{id: b, action: deny, {later[1:-1]}}}\n  - {{id: z, action: deny}}\n")
+    p = policy(tmp_path, text)
+    hit = any("rules[1]: unreachable" in str(w) for w in p.warnings)
+    assert hit == shadowed
 
 
 def test_policy_files_merge_in_order(tmp_path: Path) -> None:

@@ -38,6 +38,23 @@ class Reason(enum.Enum):
     AUTHN_INVALID_IDENTITY = ("authn.invalid_identity", 401, "Credential names no valid identity")
     AUTHN_INVALID_CERTIFICATE = ("authn.invalid_certificate", 401, "Client certificate refused")
     AUTHN_REPLAYED = ("authn.replayed", 401, "Proof already used")
+    AUTHN_TOO_LARGE = ("authn.too_large", 401, "Credential too large")
+    AUTHN_DUPLICATE = ("authn.duplicate_header", 401, "Credential header sent more than once")
+    AUTHN_ALG_NOT_ALLOWED = ("authn.alg_not_allowed", 401, "Signature algorithm not allowed")
+    AUTHN_WRONG_TYPE = ("authn.wrong_type", 401, "Wrong token type (typ)")
+    AUTHN_UNKNOWN_KEY = ("authn.unknown_key", 401, "Signing key unknown")
+    AUTHN_MISSING_CLAIM = ("authn.missing_claim", 401, "Required claim missing or invalid")
+    AUTHN_WRONG_AUDIENCE = ("authn.wrong_audience", 401, "Credential meant for another audience")
+    AUTHN_WRONG_TARGET = ("authn.wrong_target", 401, "Proof made for another URI")
+    AUTHN_WRONG_METHOD = ("authn.wrong_method", 401, "Proof made for another HTTP method")
+    AUTHN_HASH_MISMATCH = (
+        "authn.token_hash_mismatch", 401, "Proof does not cover the tokens sent with it")
+    AUTHN_KEY_BINDING = (
+        "authn.key_binding_mismatch", 401, "Token is bound to another key than the proof's")
+    AUTHN_TOKEN_BOUND = (
+        "authn.bound_token_as_bearer", 401, "Key-bound token presented as a bearer token")
+    AUTHN_DIGEST_MISMATCH = ("authn.digest_mismatch", 401, "Content-Digest does not match body")
+    AUTHN_NONCE_REQUIRED = ("authn.use_dpop_nonce", 401, "A server nonce is required")
 
     # policy: what the caller may do
     POLICY_DENIED = ("policy.denied", 403, "Denied by policy")

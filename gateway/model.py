@@ -132,3 +132,6 @@ class Inbound:
     headers: Any  # CIMultiDictProxy[str]
     peer_address: str | None
     peer_chain: tuple[bytes, ...] = ()
+    # Target URIs a proof may name (WPT `aud`, DPoP `htu`), normalised: the destination and the
+    # configured aliases of its route. Never derived from Host or X-Forwarded-Host.
+    targets: frozenset[str] = frozenset()

@@ -18,7 +18,13 @@ from typing import Any
 from cryptography import x509
 
 from gateway.authn.base import Authenticator, AuthenticatorChain
-from gateway.authn.mtls import MtlsAuthenticator, load_bundle
+from gateway.authn.bearer import BearerAuthenticator, IssuerKeys, JwtVerifier
+from gateway.authn.dpop import DpopAuthenticator, DpopSettings
+from gateway.authn.jwks import KeySource, RemoteKeySource, StaticKeySource
+from gateway.authn.mtls import MtlsAuthenticator, XfccAuthenticator, load_bundle
+from gateway.authn.replay import InMemoryReplayCache, ReplayCache
+from gateway.authn.request import normalize_uri
+from gateway.authn.wit import TrustDomainKeys, WitAuthenticator
 from gateway.clock import Clock
 from gateway.config.load import LoadedConfig
 from gateway.config.models import RouteConfig, TimeoutsConfig, UpstreamTlsConfig
@@ -57,6 +63,7 @@ class Route:
     upstream: str
     strip_prefix: bool
     settings: UpstreamSettings
+    audience_origins: tuple[str, ...] = ()
 
     def matches(self, host: str, path: str) -> bool:
         if self.host is not None and host != self.host:
@@ -153,6 +160,19 @@ class Runtime:
     def warnings(self) -> tuple[Problem, ...]:
         return self.loaded.warnings + self.policy.warnings
 
+    def targets_for(self, url: Any, route: Route | None, request_path: str) -> frozenset[str]:
+        """Target URIs a proof may name for a request to ``url`` (see Inbound.targets).
+
+        The destination itself, and each configured alias origin of the route joined with the
+        path the caller addressed. Nothing comes from Host or X-Forwarded-Host.
+        """
+        out = {normalize_uri(str(url))}
+        if route is not None:
+            for origin in route.audience_origins:
+                out.add(normalize_uri(origin + (request_path or "/")))
+        out.discard(None)
+        return frozenset(out)  # type: ignore[arg-type]
+
     def route_for(self, host: str, path: str) -> Route | None:
         for route in self.routes:
             if route.matches(host, path):
@@ -174,8 +194,64 @@ def _signing_keys(lc: LoadedConfig) -> list[SigningKey]:
     return [SigningKey.from_private_key(key)]
 
 
-def build_runtime(lc: LoadedConfig, clock: Clock) -> Runtime:
-    """Build every stage from a loaded config. Raises ConfigError on any problem."""
+def _key_source(lc: LoadedConfig, clock: Clock, where: str, jwks: str | None,
+                url: str | None, ca: str | None, min_refresh: float) -> KeySource | None:
+    try:
+        if jwks:
+            return StaticKeySource.from_file(lc.path(jwks))
+        if url:
+            ctx = ssl.create_default_context(cafile=str(lc.path(ca)) if ca else None)
+            return RemoteKeySource(url, clock, min_refresh=min_refresh, ssl=ctx)
+    except (ValueError, OSError) as exc:
+        raise ConfigError([Problem(str(lc.file), None, where, f"unusable JWKS: {exc}")]) from None
+    return None
+
+
+def build_authenticators(lc: LoadedConfig, clock: Clock, bundles: dict[str, list[x509.Certificate]],
+                         replay: ReplayCache) -> AuthenticatorChain:
+    """The configured mechanisms, in the configured order of preference."""
+    cfg = lc.config
+    a = cfg.authentication
+    trust: dict[str, TrustDomainKeys] = {}
+    for td, tdc in cfg.trust_domains.items():
+        src = _key_source(lc, clock, f"trust_domains.{td}", tdc.jwks, tdc.jwks_url,
+                          tdc.jwks_ca, tdc.jwks_min_refresh)
+        if src is not None:
+            trust[td] = TrustDomainKeys(src, frozenset(tdc.jwt_algorithms), tdc.clock_skew)
+    issuers: dict[str, IssuerKeys] = {}
+    for j, ic in enumerate(a.issuers):
+        src = _key_source(lc, clock, f"authentication.issuers[{j}]", ic.jwks, ic.jwks_url,
+                          ic.jwks_ca, ic.jwks_min_refresh)
+        assert src is not None
+        issuers[ic.issuer] = IssuerKeys(ic.issuer, src, frozenset(ic.algorithms),
+                                        frozenset(ic.audiences), ic.clock_skew)
+    verifier = JwtVerifier(trust, issuers, frozenset(a.audiences))
+    mtls = MtlsAuthenticator(bundles, clock) if bundles else None
+    by_name: dict[str, list[Authenticator]] = {"mtls": [], "wit": [], "dpop": [], "bearer": [],
+                                               "httpsig": []}
+    if mtls is not None:
+        if a.trusted_proxies:
+            by_name["mtls"].append(XfccAuthenticator(frozenset(a.trusted_proxies), mtls))
+        by_name["mtls"].append(mtls)
+    if trust:
+        by_name["wit"].append(WitAuthenticator(trust, replay, clock, a.max_wpt_lifetime))
+    if trust or issuers:
+        by_name["bearer"].append(BearerAuthenticator(verifier, clock))
+        by_name["dpop"].append(DpopAuthenticator(
+            verifier, replay, clock, DpopSettings(algorithms=frozenset(a.dpop.algorithms),
+                                                  max_age=a.dpop.max_age,
+                                                  require_nonce=a.dpop.require_nonce)))
+    chain: list[Authenticator] = []
+    for name in a.methods:
+        chain += by_name[name]
+    return AuthenticatorChain(chain)
+
+
+def build_runtime(lc: LoadedConfig, clock: Clock, replay: ReplayCache | None = None) -> Runtime:
+    """Build every stage from a loaded config. Raises ConfigError on any problem.
+
+    ``replay`` is process-wide so that a reload does not forget which proofs were used.
+    """
     cfg = lc.config
     try:
         bundles = {
@@ -226,13 +302,11 @@ def build_runtime(lc: LoadedConfig, clock: Clock) -> Runtime:
         fp = hashlib.sha256(prof.model_dump_json().encode()).hexdigest()[:16]
         profiles[name] = ProfileRuntime(name, prof, exchanger, injectors, fp)
 
-    authenticators: list[Authenticator] = []
-    if bundles:
-        authenticators.append(MtlsAuthenticator(bundles, clock))
+    authn = build_authenticators(lc, clock, bundles, replay or InMemoryReplayCache(clock))
     return Runtime(
         loaded=lc,
         policy=policy,
-        authn=AuthenticatorChain(authenticators),
+        authn=authn,
         routes=routes,
         forward_settings=forward,
         upgrade_tls_hosts=frozenset(h.lower() for h in cfg.forward_proxy.upgrade_tls_hosts),
@@ -256,6 +330,7 @@ def _route(r: RouteConfig, settings: Callable[..., UpstreamSettings]) -> Route:
         upstream=r.upstream.rstrip("/"),
         strip_prefix=r.strip_prefix,
         settings=settings(r.timeouts, r.tls),
+        audience_origins=tuple(o.rstrip("/") for o in r.audience_origins),
     )
 
 

@@ -9,6 +9,7 @@ URI SAN. The leaf rules (exactly one URI SAN, not a CA, digitalSignature) come f
 from __future__ import annotations
 
 import hashlib
+from urllib.parse import unquote
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -126,3 +127,74 @@ class MtlsAuthenticator:
             except Exception:  # noqa: S112 - any failure means: not this issuer
                 continue
         return False
+
+
+class XfccAuthenticator:
+    """Identity from ``X-Forwarded-Client-Cert``, believed only from configured trusted proxies.
+
+    A mesh sidecar (Envoy) terminates the caller's mTLS and passes what it verified in XFCC.
+    We take the last element (the hop closest to us) and its ``URI`` (or ``Cert``, which is then
+    checked like a direct client certificate). From any other peer the header is ignored here
+    and stripped before forwarding.
+    """
+
+    name = "xfcc"
+
+    def __init__(self, trusted: frozenset[str], mtls: MtlsAuthenticator) -> None:
+        self.trusted = trusted
+        self.mtls = mtls
+
+    def present(self, inbound: Inbound) -> bool:
+        return (inbound.peer_address in self.trusted
+                and "X-Forwarded-Client-Cert" in inbound.headers)
+
+    async def authenticate(self, inbound: Inbound) -> Caller:
+        values = inbound.headers.getall("X-Forwarded-Client-Cert")
+        element = _split_xfcc(values[-1])[-1] if values else {}
+        cert = element.get("cert")
+        if cert:
+            try:
+                pem = x509.load_pem_x509_certificate(unquote(cert).encode())
+            except ValueError:
+                raise AuthnError(Reason.AUTHN_INVALID_CERTIFICATE, "unreadable XFCC Cert") from None
+            return self.mtls.verify_chain((pem.public_bytes(Encoding.DER),))
+        uri = element.get("uri")
+        if not uri:
+            raise AuthnError(Reason.AUTHN_INVALID_IDENTITY, "XFCC names no URI")
+        try:
+            wid = parse_workload_id(uri, require_path=True)
+        except ValueError as exc:
+            raise AuthnError(Reason.AUTHN_INVALID_IDENTITY, f"XFCC URI: {exc}") from None
+        if wid.trust_domain not in self.mtls.bundles:
+            raise AuthnError(Reason.AUTHN_UNTRUSTED, "XFCC identity from an unknown trust domain")
+        return Caller(identity=wid.uri, trust_domain=wid.trust_domain, method=AuthnMethod.MTLS,
+                      proof_of_possession=True, expires_at=None, claims={"sub": wid.uri},
+                      credential_id="xfcc:" + hashlib.sha256(uri.encode()).hexdigest()[:32])
+
+
+def _split_xfcc(value: str) -> list[dict[str, str]]:
+    """Envoy's format: elements split by ',', pairs by ';', values optionally quoted."""
+    elements: list[dict[str, str]] = []
+    current: dict[str, str] = {}
+    key, buf, quoted, in_value = "", "", False, False
+    for ch in value + ",":
+        if quoted:
+            if ch == '"':
+                quoted = False
+            else:
+                buf += ch
+            continue
+        if ch == '"' and in_value:
+            quoted = True
+        elif ch == "=" and not in_value:
+            key, buf, in_value = buf.strip().lower(), "", True
+        elif ch in ";,":
+            if in_value:
+                current[key] = buf.strip()
+            key, buf, in_value = "", "", False
+            if ch == ",":
+                elements.append(current)
+                current = {}
+        else:
+            buf += ch
+    return elements or [{}]

@@ -131,6 +131,21 @@ def _meaning_problems(lc: LoadedConfig) -> list[Problem]:
             )
         need_file(("trust_domains", name, "x509_bundle"), td.x509_bundle)
         need_file(("trust_domains", name, "jwks"), td.jwks)
+        need_file(("trust_domains", name, "jwks_ca"), td.jwks_ca)
+        if td.jwks and td.jwks_url:
+            problems.append(doc.problem(("trust_domains", name), "jwks and jwks_url exclude "
+                                        "each other"))
+        if td.jwks_url and not td.jwks_url.startswith("https://"):
+            problems.append(doc.problem(("trust_domains", name, "jwks_url"),
+                                        "keys are fetched over https only"))
+    for j, iss in enumerate(cfg.authentication.issuers):
+        where = ("authentication", "issuers", j)
+        need_file((*where, "jwks"), iss.jwks)
+        need_file((*where, "jwks_ca"), iss.jwks_ca)
+        if (iss.jwks is None) == (iss.jwks_url is None):
+            problems.append(doc.problem(where, "needs exactly one of jwks, jwks_url"))
+        if iss.jwks_url and not iss.jwks_url.startswith("https://"):
+            problems.append(doc.problem((*where, "jwks_url"), "keys are fetched over https only"))
 
     if cfg.issuer:
         for j, key in enumerate(cfg.issuer.keys):

@@ -70,6 +70,11 @@ class RouteConfig(Strict):
     match: RouteMatchConfig = RouteMatchConfig()
     upstream: str = Field(description="Upstream base URL, http:// or https://")
     strip_prefix: bool = Field(False, description="Remove match.path_prefix before forwarding")
+    audience_origins: list[str] = Field(
+        default_factory=list,
+        description="Origins callers may name in proofs (WPT aud, DPoP htu) instead of the "
+        "upstream's, e.g. the gateway's own https://gw.local:8443 in reverse-proxy mode",
+    )
     timeouts: TimeoutsConfig = TimeoutsConfig()
     tls: UpstreamTlsConfig | None = None
 
@@ -88,6 +93,10 @@ class ForwardProxyConfig(Strict):
 class TrustDomainConfig(Strict):
     x509_bundle: str | None = Field(None, description="PEM CA bundle for X509-SVIDs")
     jwks: str | None = Field(None, description="JWKS file with JWT-SVID / WIT signing keys")
+    jwks_url: str | None = Field(None, description="https URL of the JWKS (instead of `jwks`)")
+    jwks_ca: str | None = Field(None, description="PEM bundle to verify jwks_url; default system")
+    jwks_min_refresh: float = Field(
+        60.0, ge=1, description="Seconds between refetches triggered by an unknown kid")
     jwt_algorithms: list[str] = Field(default_factory=lambda: ["ES256", "ES384", "RS256", "EdDSA"])
     clock_skew: float = Field(30.0, ge=0, le=300)
 
@@ -132,8 +141,41 @@ class AuditConfig(Strict):
     path: str = Field("-", description="JSON lines file, or - for standard output")
 
 
-class TrustedProxiesConfig(Strict):
-    addresses: list[str] = Field(default_factory=list)
+class IssuerTrustConfig(Strict):
+    issuer: str = Field(description="`iss` of accepted OAuth/OIDC JWTs")
+    jwks: str | None = None
+    jwks_url: str | None = None
+    jwks_ca: str | None = None
+    jwks_min_refresh: float = Field(60.0, ge=1)
+    audiences: list[str] = Field(default_factory=list,
+                                 description="default: authentication.audiences")
+    algorithms: list[str] = Field(default_factory=lambda: ["ES256", "RS256", "PS256", "EdDSA"])
+    clock_skew: float = Field(30.0, ge=0, le=300)
+
+
+class DpopConfig(Strict):
+    algorithms: list[str] = Field(default_factory=lambda: ["ES256", "EdDSA", "PS256", "RS256"])
+    max_age: float = Field(60.0, gt=0, le=600, description="Seconds a proof is accepted")
+    require_nonce: bool = False
+
+
+class AuthenticationConfig(Strict):
+    methods: list[Literal["mtls", "wit", "httpsig", "dpop", "bearer"]] = Field(
+        default_factory=lambda: ["wit", "dpop", "bearer", "mtls"],
+        description="Mechanisms tried, in this order; the first whose credential is present "
+        "decides (a failing credential is never skipped for a weaker one)",
+    )
+    audiences: list[str] = Field(
+        default_factory=list,
+        description="`aud` values that name this gateway in bearer JWTs (JWT-SVIDs)")
+    issuers: list[IssuerTrustConfig] = Field(default_factory=list)
+    dpop: DpopConfig = DpopConfig()
+    max_wpt_lifetime: float = Field(300.0, gt=0, le=3600)
+    replay_cache_entries: int = Field(200_000, ge=1000)
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="Peer addresses whose X-Forwarded-Client-Cert is believed (a mesh "
+        "sidecar); from anyone else the header is stripped")
 
 
 class GatewayConfig(Strict):
@@ -141,6 +183,7 @@ class GatewayConfig(Strict):
     routes: list[RouteConfig] = Field(default_factory=list)
     forward_proxy: ForwardProxyConfig = ForwardProxyConfig()
     trust_domains: dict[str, TrustDomainConfig] = Field(default_factory=dict)
+    authentication: AuthenticationConfig = AuthenticationConfig()
     issuer: IssuerConfig | None = None
     admin: AdminConfig | None = AdminConfig()
     limits: LimitsConfig = LimitsConfig()

@@ -18,6 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway.authn.replay import InMemoryReplayCache
 from gateway.clock import Clock, SystemClock
 from gateway.config.load import LoadedConfig, load_config
 from gateway.config.source import ConfigError
@@ -76,7 +77,9 @@ class Gateway:
 
     async def start(self) -> None:
         loaded = load_config(self.config_path)
-        rt = build_runtime(loaded, self.clock)
+        self.replay = InMemoryReplayCache(
+            self.clock, loaded.config.authentication.replay_cache_entries)
+        rt = build_runtime(loaded, self.clock, self.replay)
         cfg = loaded.config
         metrics = Metrics()
         cache = CredentialCache(
@@ -149,7 +152,7 @@ class Gateway:
             assert self.services is not None
             try:
                 loaded = load_config(self.config_path)
-                rt = build_runtime(loaded, self.clock)
+                rt = build_runtime(loaded, self.clock, self.replay)
                 self._check_listeners_unchanged(loaded)
             except ConfigError as exc:
                 self.services.metrics.reloads.labels("refused").inc()

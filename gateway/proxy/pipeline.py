@@ -110,7 +110,7 @@ async def handle(
         if any(via_token in v for v in request.headers.getall("Via", ())):
             raise RequestError(Reason.REQUEST_LOOP, "request already passed this gateway")
 
-        dest, settings, _route = routes.resolve(rt, request, listener)
+        dest, settings, route = routes.resolve(rt, request, listener)
         route_label = dest.route
         rec["destination"] = {"route": dest.route, "mode": dest.mode, "method": dest.method,
                               "origin": dest.origin, "path": dest.path}
@@ -121,6 +121,7 @@ async def handle(
             headers=request.headers,
             peer_address=request.remote,
             peer_chain=peer_chain(request),
+            targets=rt.targets_for(dest.url, route, request.rel_url.raw_path),
         )
         try:
             caller = await rt.authn.authenticate(inbound)

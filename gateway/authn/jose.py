@@ -22,7 +22,9 @@ from gateway.errors import AuthnError, Reason
 
 MAX_TOKEN_BYTES = 8192
 _B64URL = re.compile(r"[A-Za-z0-9_-]*\Z")
-_ALGS = get_default_algorithms()
+_PYJWT = get_default_algorithms()
+# RFC 9864 names Ed25519 as a fully-specified JWS alg; pyjwt knows it as EdDSA.
+_ALGS = {**{a: _PYJWT[a] for a in _PYJWT}, "Ed25519": _PYJWT["EdDSA"]}
 
 # Asymmetric JWS algorithms we verify, and the key type each needs (RFC 8725 3.1: never let the
 # token pick the key type). No `none`, no HS*.

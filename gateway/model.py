@@ -135,3 +135,7 @@ class Inbound:
     # Target URIs a proof may name (WPT `aud`, DPoP `htu`), normalised: the destination and the
     # configured aliases of its route. Never derived from Host or X-Forwarded-Host.
     targets: frozenset[str] = frozenset()
+    has_body: bool = False
+    # Reads the whole body (bounded by limits.max_buffered_body_bytes) for verifiers that must
+    # see it (Content-Digest); the pipeline then forwards the same bytes.
+    read_body: Any = None  # Callable[[], Awaitable[bytes]]

@@ -20,6 +20,7 @@ from cryptography import x509
 from gateway.authn.base import Authenticator, AuthenticatorChain
 from gateway.authn.bearer import BearerAuthenticator, IssuerKeys, JwtVerifier
 from gateway.authn.dpop import DpopAuthenticator, DpopSettings
+from gateway.authn.httpsig import HttpSigAuthenticator
 from gateway.authn.jwks import KeySource, RemoteKeySource, StaticKeySource
 from gateway.authn.mtls import MtlsAuthenticator, XfccAuthenticator, load_bundle
 from gateway.authn.replay import InMemoryReplayCache, ReplayCache
@@ -234,7 +235,9 @@ def build_authenticators(lc: LoadedConfig, clock: Clock, bundles: dict[str, list
             by_name["mtls"].append(XfccAuthenticator(frozenset(a.trusted_proxies), mtls))
         by_name["mtls"].append(mtls)
     if trust:
-        by_name["wit"].append(WitAuthenticator(trust, replay, clock, a.max_wpt_lifetime))
+        wit = WitAuthenticator(trust, replay, clock, a.max_wpt_lifetime)
+        by_name["wit"].append(wit)
+        by_name["httpsig"].append(HttpSigAuthenticator(trust, replay, clock, wit.verified_wit))
     if trust or issuers:
         by_name["bearer"].append(BearerAuthenticator(verifier, clock))
         by_name["dpop"].append(DpopAuthenticator(

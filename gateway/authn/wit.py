@@ -206,21 +206,26 @@ class WitAuthenticator:
     def present(self, inbound: Inbound) -> bool:
         return WIT_HEADER in inbound.headers or WPT_HEADER in inbound.headers
 
+    async def verified_wit(self, wit_raw: str, now: float) -> VerifiedWit:
+        """verify_wit, cached by token hash until the WIT expires (shared with httpsig)."""
+        key = hashlib.sha256(wit_raw.encode()).digest()
+        wit = self._cache.get(key)
+        if wit is not None and wit.expires_at > now:
+            self._cache.move_to_end(key)
+            return wit
+        wit = await verify_wit(wit_raw, self.trust.get, now)
+        self._cache[key] = wit
+        while len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+        return wit
+
     async def authenticate(self, inbound: Inbound) -> Caller:
         wit_raw = single_header(inbound, WIT_HEADER, status=STATUS)
         wpt_raw = single_header(inbound, WPT_HEADER, status=STATUS)
         if wit_raw is None or wpt_raw is None:
             raise _err(Reason.AUTHN_MISSING, "a WIT needs a WPT and the other way round")
         now = self.clock.now()
-        key = hashlib.sha256(wit_raw.encode()).digest()
-        wit = self._cache.get(key)
-        if wit is None or wit.expires_at <= now:
-            wit = await verify_wit(wit_raw, self.trust.get, now)
-            self._cache[key] = wit
-            while len(self._cache) > self.cache_size:
-                self._cache.popitem(last=False)
-        else:
-            self._cache.move_to_end(key)
+        wit = await self.verified_wit(wit_raw, now)
         skew = self.trust[wit.trust_domain].skew
         claims, exp = verify_wpt(wpt_raw, wit, wit_raw, inbound, now, self.max_wpt_lifetime,
                                  skew)

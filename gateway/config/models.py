@@ -127,6 +127,9 @@ class LimitsConfig(Strict):
     max_request_body_bytes: int | None = Field(
         None, ge=0, description="Largest request body streamed upstream; null: no limit"
     )
+    max_buffered_body_bytes: int = Field(
+        1024 * 1024, ge=0,
+        description="Largest body read whole, when a verifier needs it (Content-Digest)")
     max_connections_per_upstream: int = Field(256, ge=1)
     shutdown_grace: float = Field(15.0, ge=0, description="Seconds SIGTERM waits for in-flight")
 
@@ -161,7 +164,7 @@ class DpopConfig(Strict):
 
 class AuthenticationConfig(Strict):
     methods: list[Literal["mtls", "wit", "httpsig", "dpop", "bearer"]] = Field(
-        default_factory=lambda: ["wit", "dpop", "bearer", "mtls"],
+        default_factory=lambda: ["httpsig", "wit", "dpop", "bearer", "mtls"],
         description="Mechanisms tried, in this order; the first whose credential is present "
         "decides (a failing credential is never skipped for a weaker one)",
     )

@@ -101,10 +101,40 @@ class BodyStream:
             yield chunk
 
 
+class BufferedBody:
+    """The request body read whole, once, for a verifier that needs all of it."""
+
+    def __init__(self, request: web.BaseRequest, limit: int) -> None:
+        self.request = request
+        self.limit = limit
+        self.data: bytes | None = None
+
+    async def read(self) -> bytes:
+        if self.data is None:
+            length = self.request.content_length
+            if length is not None and length > self.limit:
+                raise RequestError(Reason.REQUEST_BODY_TOO_LARGE, "body too large to verify")
+            parts: list[bytes] = []
+            size = 0
+            async for chunk in self.request.content.iter_chunked(CHUNK):
+                size += len(chunk)
+                if size > self.limit:
+                    raise RequestError(Reason.REQUEST_BODY_TOO_LARGE, "body too large to verify")
+                parts.append(chunk)
+            self.data = b"".join(parts)
+        return self.data
+
+
 def request_body(
-    request: web.BaseRequest, headers: CIMultiDict[str], limit: int | None
-) -> BodyStream | None:
-    """A streaming body for the upstream request, or None when the request has none."""
+    request: web.BaseRequest, headers: CIMultiDict[str], limit: int | None,
+    buffered: BufferedBody | None = None,
+) -> BodyStream | bytes | None:
+    """The body for the upstream request: bytes already read, a stream, or None."""
+    if buffered is not None and buffered.data is not None:
+        headers["Content-Length"] = str(len(buffered.data))
+        if limit is not None and len(buffered.data) > limit:
+            raise RequestError(Reason.REQUEST_BODY_TOO_LARGE, "request body over the limit")
+        return buffered.data or None
     length = request.content_length
     if length is not None:
         if limit is not None and length > limit:
@@ -122,13 +152,13 @@ async def send(
     request: web.BaseRequest,
     dest: Destination,
     headers: CIMultiDict[str],
-    body: BodyStream | None,
+    body: BodyStream | bytes | None,
 ) -> aiohttp.ClientResponse:
     """Open the upstream request and return once response headers are in."""
     try:
         return await _send(pool, settings, dest, headers, body)
     except UpstreamError:
-        if body is not None and body.overflow:
+        if isinstance(body, BodyStream) and body.overflow:
             raise RequestError(Reason.REQUEST_BODY_TOO_LARGE, "request body over the limit"
                                ) from None
         raise
@@ -139,7 +169,7 @@ async def _send(
     settings: UpstreamSettings,
     dest: Destination,
     headers: CIMultiDict[str],
-    body: BodyStream | None,
+    body: BodyStream | bytes | None,
 ) -> aiohttp.ClientResponse:
     t = settings.timeouts
     timeout = aiohttp.ClientTimeout(total=t.total, sock_connect=t.connect, sock_read=t.read)
@@ -151,7 +181,7 @@ async def _send(
             dest.method,
             dest.url,
             headers=headers,
-            data=body.__aiter__() if body is not None else None,
+            data=body.__aiter__() if isinstance(body, BodyStream) else body,
             allow_redirects=False,
             timeout=timeout,
             compress=None,

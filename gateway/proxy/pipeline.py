@@ -115,6 +115,7 @@ async def handle(
         rec["destination"] = {"route": dest.route, "mode": dest.mode, "method": dest.method,
                               "origin": dest.origin, "path": dest.path}
 
+        buffered = forward.BufferedBody(request, cfg.limits.max_buffered_body_bytes)
         inbound = Inbound(
             method=request.method,
             target=request.url,
@@ -122,6 +123,8 @@ async def handle(
             peer_address=request.remote,
             peer_chain=peer_chain(request),
             targets=rt.targets_for(dest.url, route, request.rel_url.raw_path),
+            has_body=request.body_exists,
+            read_body=buffered.read,
         )
         try:
             caller = await rt.authn.authenticate(inbound)
@@ -176,7 +179,8 @@ async def handle(
             rec["injected"] = [i.kind for i in prof.injectors]
 
         _set_forwarding_headers(request, headers, dest, via_token, request_id)
-        body = forward.request_body(request, headers, cfg.limits.max_request_body_bytes)
+        body = forward.request_body(request, headers, cfg.limits.max_request_body_bytes,
+                                    buffered)
         up_started = time.perf_counter()
         upstream = await forward.send(svc.pool, settings, request, dest, headers, body)
         svc.metrics.upstream_seconds.labels(route_label).observe(time.perf_counter() - up_started)

@@ -4,6 +4,7 @@
 // Output (stdout, JSON): public keys to configure, and per-request header sets.
 import * as jose from "jose";
 import * as DPoP from "dpop";
+import { httpbis } from "http-message-signatures";
 
 const input = JSON.parse(await new Promise((resolve) => {
   let data = "";
@@ -36,6 +37,31 @@ for (let i = 0; i < input.count; i++) {
   witRequests.push({ "Workload-Identity-Token": wit, "Workload-Proof-Token": wpt });
 }
 
+// WIMSE HTTP message signatures (RFC 9421) by the http-message-signatures package, with the
+// WIT's key, over a body covered by Content-Digest (RFC 9530).
+const body = input.body ?? '{"order": 42}';
+const digest = Buffer.from(await crypto.subtle.digest("SHA-256", Buffer.from(body))).toString("base64");
+const sigRequests = [];
+for (let i = 0; i < input.count; i++) {
+  const req = {
+    method: "POST",
+    url: input.target,
+    headers: {
+      "Workload-Identity-Token": wit,
+      "Content-Type": "application/json",
+      "Content-Digest": `sha-256=:${digest}:`,
+    },
+  };
+  const signed = await httpbis.signMessage({
+    key: { sign: async (data) => Buffer.from(await crypto.subtle.sign("Ed25519", wl.privateKey, data)) },
+    name: "wimse",
+    fields: ["@method", "@request-target", "workload-identity-token", "content-type", "content-digest"],
+    params: ["created", "expires", "nonce", "tag", "wimse-aud"],
+    paramValues: { nonce: crypto.randomUUID(), tag: "wimse-workload-to-workload", "wimse-aud": input.target },
+  }, req);
+  sigRequests.push(signed.headers);
+}
+
 // DPoP: a key pair from the dpop package, an access token bound to it, one proof per request.
 const dk = await DPoP.generateKeyPair("ES256");
 const jkt = await jose.calculateJwkThumbprint(await jose.exportJWK(dk.publicKey));
@@ -60,6 +86,8 @@ process.stdout.write(JSON.stringify({
   issuer_jwks: { keys: [asJwk] },
   wit: witRequests,
   dpop: dpopRequests,
+  httpsig: sigRequests,
+  httpsig_body: body,
   bearer: { Authorization: `Bearer ${svid}` },
   dpop_jkt: jkt,
 }));

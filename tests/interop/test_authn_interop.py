@@ -40,7 +40,7 @@ rules:
   - id: by-method
     caller:
       identity: spiffe://example.org/ns/shop/sa/api
-      methods: [wit, dpop, bearer]
+      methods: [wit, dpop, bearer, httpsig]
     action: forward
   - id: default-deny
     action: deny
@@ -86,6 +86,27 @@ policy: {{files: [policy.yaml], watch: false}}
                     assert r.status == (400 if method == "wit" else 401)
                     for value in tokens[method][0].values():
                         assert value.split(" ")[-1] not in json.dumps(body)
+            # RFC 9421 signatures with a Content-Digest over the body, by http-message-signatures
+            body = tokens["httpsig_body"].encode()
+            for headers in tokens["httpsig"]:
+                async with s.post(target, proxy=gw.url(), headers=headers, data=body) as r:
+                    assert r.status == 200, await r.text()
+                assert gw.audit.records[-1]["caller"]["method"] == "httpsig"
+                seen = upstream.seen[-1]
+                assert seen.body_bytes == len(body)  # the verified bytes are what went upstream
+                assert seen.header("signature") is None
+                assert seen.header("signature-input") is None
+            async with s.post(target, proxy=gw.url(), headers=tokens["httpsig"][0],
+                              data=body) as r:
+                assert (await r.json())["reason"] == "authn.replayed"
+            async with s.post(target, proxy=gw.url(), headers=tokens["httpsig"][1],
+                              data=body.replace(b"42", b"43")) as r:
+                assert r.status == 400
+                assert (await r.json())["reason"] == "authn.digest_mismatch"
+            tampered = dict(tokens["httpsig"][2], **{"Content-Type": "text/plain"})
+            async with s.post(target, proxy=gw.url(), headers=tampered, data=body) as r:
+                assert r.status == 400
+                assert (await r.json())["reason"] == "authn.bad_signature"
             async with s.get(target, proxy=gw.url(), headers=tokens["bearer"]) as r:
                 assert r.status == 200
                 assert gw.audit.records[-1]["caller"]["pop"] is False

@@ -76,7 +76,12 @@ class Reason(enum.Enum):
 
     # exchange: obtaining the destination's credential
     EXCHANGE_FAILED = ("exchange.failed", 502, "Credential exchange failed")
-    EXCHANGE_STS_REJECTED = ("exchange.sts_rejected", 502, "Token service refused the exchange")
+    EXCHANGE_STS_REJECTED = (
+        "exchange.sts_rejected", 502, "Token service refused the gateway's request")
+    EXCHANGE_STS_REFUSED = (
+        "exchange.sts_refused", 403, "Token service refused a credential for this caller")
+    EXCHANGE_NO_SUBJECT = (
+        "exchange.no_subject_token", 403, "The caller sent no token this exchange can use")
     EXCHANGE_STS_UNAVAILABLE = ("exchange.sts_unavailable", 503, "Token service unavailable")
     EXCHANGE_STS_TIMEOUT = ("exchange.sts_timeout", 504, "Token service timed out")
     EXCHANGE_BAD_RESPONSE = ("exchange.bad_response", 502, "Token service answered nonsense")

@@ -38,6 +38,13 @@ from gateway.config.policy import (
 from gateway.config.source import ConfigError, Problem
 from gateway.exchange.base import Exchanger
 from gateway.exchange.issuer import IssuerExchanger
+from gateway.exchange.sts import (
+    ClientCredentialsExchanger,
+    GatewayTokenMinter,
+    StsExchanger,
+    StsObserver,
+    TokenServiceClient,
+)
 from gateway.inject.base import Injector
 from gateway.inject.bearer import BearerInjector
 from gateway.inject.header import HeaderInjector
@@ -98,7 +105,25 @@ def _build_issuer_exchanger(b: Builder, name: str, prof: ProfileConfig, cfg: Any
                            on_behalf_of=prof.on_behalf_of)
 
 
-EXCHANGERS: dict[str, ExchangerBuilder] = {"issuer": _build_issuer_exchanger}
+def _minter(b: Builder) -> GatewayTokenMinter | None:
+    if not b.signing_keys or b.issuer_url is None:
+        return None
+    return GatewayTokenMinter(b.issuer_url, b.signing_keys[0], b.client_id, b.clock)
+
+
+def _build_sts_exchanger(b: Builder, name: str, prof: ProfileConfig, cfg: Any) -> Exchanger:
+    return StsExchanger(cfg, b.token_services[cfg.sts], _minter(b), prof.on_behalf_of)
+
+
+def _build_cc_exchanger(b: Builder, name: str, prof: ProfileConfig, cfg: Any) -> Exchanger:
+    return ClientCredentialsExchanger(cfg, b.token_services[cfg.sts])
+
+
+EXCHANGERS: dict[str, ExchangerBuilder] = {
+    "issuer": _build_issuer_exchanger,
+    "sts": _build_sts_exchanger,
+    "client_credentials": _build_cc_exchanger,
+}
 
 INJECTORS: dict[str, InjectorBuilder] = {
     "bearer": lambda cfg: BearerInjector(),
@@ -137,6 +162,7 @@ class Builder:
     signing_keys: list[SigningKey] = field(default_factory=list)
     issuer_url: str | None = None
     client_id: str = "wimse-gateway"
+    token_services: dict[str, TokenServiceClient] = field(default_factory=dict)
 
 
 @dataclass
@@ -151,7 +177,12 @@ class Runtime:
     signing_keys: tuple[SigningKey, ...]
     bundles: dict[str, list[x509.Certificate]]
     ssl_contexts: dict[str, ssl.SSLContext]  # tls_key -> context, one pool each
-    active: int = 0
+    token_services: dict[str, TokenServiceClient] = field(default_factory=dict)
+
+    async def close(self) -> None:
+        """Release what this version holds (STS connections); called after a reload."""
+        for client in self.token_services.values():
+            await client.close()
 
     @property
     def config(self) -> Any:
@@ -250,7 +281,8 @@ def build_authenticators(lc: LoadedConfig, clock: Clock, bundles: dict[str, list
     return AuthenticatorChain(chain)
 
 
-def build_runtime(lc: LoadedConfig, clock: Clock, replay: ReplayCache | None = None) -> Runtime:
+def build_runtime(lc: LoadedConfig, clock: Clock, replay: ReplayCache | None = None,
+                  observe_sts: StsObserver | None = None) -> Runtime:
     """Build every stage from a loaded config. Raises ConfigError on any problem.
 
     ``replay`` is process-wide so that a reload does not forget which proofs were used.
@@ -277,12 +309,21 @@ def build_runtime(lc: LoadedConfig, clock: Clock, replay: ReplayCache | None = N
             routes=frozenset(r.name for r in cfg.routes),
             trust_domains=frozenset(cfg.trust_domains),
             has_issuer=cfg.issuer is not None,
+            token_services=frozenset(cfg.token_services),
         ),
     )
     builder = Builder(lc, clock, keys, cfg.issuer.issuer if cfg.issuer else None,
                       cfg.gateway_name)
 
     ssl_contexts: dict[str, ssl.SSLContext] = {}
+    for name, ts in cfg.token_services.items():
+        try:
+            ctx = client_ssl_context(lc, ts.tls)
+        except (ssl.SSLError, OSError) as exc:
+            raise ConfigError([Problem(str(lc.file), None, f"token_services.{name}.tls",
+                                       f"unusable TLS files: {exc}")]) from None
+        builder.token_services[name] = TokenServiceClient(
+            name, ts, clock, keys[0] if keys else None, ctx, lc.base_dir, observe_sts)
 
     def settings(timeouts: TimeoutsConfig, tls: UpstreamTlsConfig | None) -> UpstreamSettings:
         key = _tls_key(lc, tls)
@@ -317,6 +358,7 @@ def build_runtime(lc: LoadedConfig, clock: Clock, replay: ReplayCache | None = N
         signing_keys=tuple(keys),
         bundles=bundles,
         ssl_contexts=ssl_contexts,
+        token_services=builder.token_services,
     )
 
 

@@ -153,6 +153,34 @@ def _meaning_problems(lc: LoadedConfig) -> list[Problem]:
         if not cfg.issuer.keys and not cfg.issuer.state_dir:
             problems.append(doc.problem(("issuer",), "needs keys or a state_dir to keep one in"))
 
+    for name, ts in cfg.token_services.items():
+        where = ("token_services", name)
+        if (ts.issuer is None) == (ts.token_endpoint is None):
+            problems.append(doc.problem(where, "needs exactly one of issuer, token_endpoint"))
+        for key in ("issuer", "token_endpoint"):
+            url = getattr(ts, key)
+            if url is not None and not url.startswith(("https://", "http://127.0.0.1",
+                                                       "http://localhost")):
+                problems.append(doc.problem((*where, key), "token services are reached over "
+                                            "https (plain http only on loopback)"))
+        ca = ts.client_auth
+        if ca.method in ("client_secret_basic", "client_secret_post"):
+            if (ca.secret_file is None) == (ca.secret_env is None):
+                problems.append(doc.problem((*where, "client_auth"),
+                                            "a client secret comes from secret_file or "
+                                            "secret_env (never from this file)"))
+            need_file((*where, "client_auth", "secret_file"), ca.secret_file)
+        if ca.method == "private_key_jwt" and cfg.issuer is None:
+            problems.append(doc.problem((*where, "client_auth", "method"),
+                                        "private_key_jwt signs with the issuer key: configure "
+                                        "`issuer`"))
+        if ca.method == "tls_client_auth" and not (ts.tls and ts.tls.client_cert):
+            problems.append(doc.problem((*where, "client_auth", "method"),
+                                        "tls_client_auth needs tls.client_cert"))
+        check_upstream_tls((*where, "tls"), ts.tls)
+    if cfg.token_endpoint and cfg.token_endpoint.listener not in {x.name for x in cfg.listeners}:
+        problems.append(doc.problem(("token_endpoint", "listener"), "unknown listener"))
+
     for j, pf in enumerate(cfg.policy.files):
         need_file(("policy", "files", j), pf)
     return problems

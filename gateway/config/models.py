@@ -117,6 +117,45 @@ class IssuerConfig(Strict):
     )
 
 
+class ClientAuthConfig(Strict):
+    method: Literal["private_key_jwt", "client_secret_basic", "client_secret_post",
+                    "tls_client_auth", "none"] = "private_key_jwt"
+    client_id: str = Field(min_length=1)
+    secret_file: str | None = Field(None, description="File holding the client secret")
+    secret_env: str | None = Field(None, description="Environment variable holding it")
+    assertion_audience: str | None = Field(
+        None, description="`aud` of private_key_jwt assertions; default: the STS issuer "
+        "identifier (RFC 7523bis), else the token endpoint")
+    assertion_lifetime: int = Field(60, ge=5, le=300)
+
+
+class TokenServiceConfig(Strict):
+    issuer: str | None = Field(None, description="Issuer URL; the token endpoint is discovered "
+                               "from its RFC 8414 metadata (cached)")
+    token_endpoint: str | None = None
+    client_auth: ClientAuthConfig
+    tls: UpstreamTlsConfig | None = Field(None, description="CA, and client cert for mTLS")
+    timeout: float = Field(5.0, gt=0, le=60)
+    retries: int = Field(2, ge=0, le=5, description="On 5xx and connection errors only")
+    breaker_failures: int = Field(5, ge=1, description="Consecutive failures that open it")
+    breaker_reset: float = Field(30.0, gt=0, description="Seconds open before a trial call")
+    max_expires_in: int = Field(86400, ge=1, description="Longer answers are nonsense")
+
+
+class TokenEndpointConfig(Strict):
+    listener: str = Field(description="Listener that serves POST <path> (RFC 8693)")
+    path: str = "/token"
+
+
+class ExchangeCacheConfig(Strict):
+    max_entries: int = Field(100_000, ge=1)
+    refresh_ahead: float = Field(
+        0.8, gt=0, le=1, description="Refresh in the background after this share of lifetime")
+    expiry_margin: float = Field(5.0, ge=0, description="Never hand out a credential this "
+                                 "close to its expiry")
+    failure_ttl: float = Field(2.0, ge=0, description="Remember a failed exchange this long")
+
+
 class AdminConfig(Strict):
     address: str = "127.0.0.1"
     port: int = Field(9901, ge=0, le=65535)
@@ -188,6 +227,10 @@ class GatewayConfig(Strict):
     trust_domains: dict[str, TrustDomainConfig] = Field(default_factory=dict)
     authentication: AuthenticationConfig = AuthenticationConfig()
     issuer: IssuerConfig | None = None
+    token_services: dict[str, TokenServiceConfig] = Field(default_factory=dict)
+    exchange_cache: ExchangeCacheConfig = ExchangeCacheConfig()
+    token_endpoint: TokenEndpointConfig | None = Field(
+        None, description="Serve the exchange as an RFC 8693 token endpoint")
     admin: AdminConfig | None = AdminConfig()
     limits: LimitsConfig = LimitsConfig()
     policy: PolicySourceConfig

@@ -98,7 +98,38 @@ class IssuerExchangeConfig(Strict):
     )
 
 
-ExchangeConfig = Annotated[IssuerExchangeConfig, Field(discriminator="type")]
+class StsExchangeConfig(Strict):
+    type: Literal["sts"]
+    sts: str = Field(description="Name under `token_services` in the gateway config")
+    subject: Literal["caller_token", "gateway_token"] = Field(
+        "gateway_token",
+        description="subject_token: the caller's own bearer JWT (bearer/DPoP callers), or a "
+        "short-lived token the gateway mints asserting the verified caller (any caller; a WIT "
+        "is never sent as a bearer subject_token)")
+    audience: str | None = None
+    resource: str | None = None
+    scope: str | None = None
+    requested_token_type: str | None = Field(
+        None, description="e.g. urn:ietf:params:oauth:token-type:access_token")
+    lifetime: int = Field(300, ge=1, le=86400, description="Longest credential wanted")
+
+
+class ClientCredentialsExchangeConfig(Strict):
+    type: Literal["client_credentials"]
+    sts: str = Field(description="Name under `token_services`")
+    client_id: Literal["caller_identity", "configured"] = Field(
+        "caller_identity",
+        description="caller_identity: the caller's SPIFFE ID is the OAuth client_id and the "
+        "gateway signs its assertion (no per-workload secret); configured: the STS's client_id")
+    resource: str | None = None
+    scope: str | None = None
+    lifetime: int = Field(300, ge=1, le=86400)
+
+
+ExchangeConfig = Annotated[
+    IssuerExchangeConfig | StsExchangeConfig | ClientCredentialsExchangeConfig,
+    Field(discriminator="type"),
+]
 
 
 class BearerInjectConfig(Strict):

@@ -36,6 +36,9 @@ class Metrics:
         self.cache_events = Counter(
             "wimse_gateway_credential_cache_events", "Credential cache hits, misses, "
             "evictions and refreshes", ["event"], registry=r)
+        self.sts_seconds = Histogram(
+            "wimse_gateway_sts_seconds", "Token service round trips, by service and outcome",
+            ["sts", "outcome"], buckets=LATENCY_BUCKETS, registry=r)
         self.upstream_seconds = Histogram(
             "wimse_gateway_upstream_seconds", "Upstream time to response headers, by route",
             ["route"], buckets=LATENCY_BUCKETS, registry=r)

@@ -41,6 +41,7 @@ class PolicyContext:
     routes: frozenset[str]
     trust_domains: frozenset[str]
     has_issuer: bool
+    token_services: frozenset[str] = frozenset()
 
 
 def _set(v: object) -> set[object] | None:
@@ -202,11 +203,18 @@ def load_policy(files: Iterable[Path], ctx: PolicyContext) -> Policy:
                 continue
             profiles[name] = prof
             profile_where[name] = where
-            if prof.exchange.type == "issuer" and not ctx.has_issuer:
+            ex = prof.exchange
+            if (ex.type == "issuer" or getattr(ex, "subject", None) == "gateway_token"
+                    or getattr(ex, "client_id", None) == "caller_identity") and not ctx.has_issuer:
                 problems.append(
                     doc.problem(("profiles", name, "exchange", "type"),
-                                "type issuer needs an `issuer` section in the gateway config")
+                                "this exchange signs with the gateway's key: configure `issuer` "
+                                "in the gateway config")
                 )
+            sts = getattr(ex, "sts", None)
+            if sts is not None and sts not in ctx.token_services:
+                problems.append(doc.problem(("profiles", name, "exchange", "sts"),
+                                            f"unknown token service {sts!r}"))
         for i, rc in enumerate(pf.rules):
             rules.append(compile_rule(rc, f"{doc.display}:{doc.line_of(('rules', i))}",
                                       len(rules)))

@@ -69,7 +69,7 @@ class Gateway:
         self._tls: dict[str, ssl.SSLContext] = {}
         self._watch_task: asyncio.Task[None] | None = None
         self._mtimes: dict[Path, float] = {}
-        self._retired: list[Runtime] = []
+        self._retired: list[tuple[Runtime, asyncio.TimerHandle]] = []
         self._reload_lock = asyncio.Lock()
         self.on_reload: list[Callable[[bool], None]] = []
 
@@ -79,11 +79,16 @@ class Gateway:
         loaded = load_config(self.config_path)
         self.replay = InMemoryReplayCache(
             self.clock, loaded.config.authentication.replay_cache_entries)
-        rt = build_runtime(loaded, self.clock, self.replay)
-        cfg = loaded.config
         metrics = Metrics()
+        self._observe_sts = lambda name, outcome, s: metrics.sts_seconds.labels(
+            name, outcome).observe(s)
+        rt = build_runtime(loaded, self.clock, self.replay, self._observe_sts)
+        cfg = loaded.config
+        cc = cfg.exchange_cache
         cache = CredentialCache(
-            self.clock, on_event=lambda e: metrics.cache_events.labels(e).inc()
+            self.clock, max_entries=cc.max_entries, refresh_ahead=cc.refresh_ahead,
+            expiry_margin=cc.expiry_margin, negative_ttl=cc.failure_ttl,
+            on_event=lambda e: metrics.cache_events.labels(e).inc(),
         )
         audit = self._audit_override or AuditLog(
             cfg.audit.path if cfg.audit.path == "-" else loaded.path(cfg.audit.path)
@@ -120,6 +125,12 @@ class Gateway:
                 runner._shutdown_timeout = grace  # type: ignore[attr-defined]
             await runner.cleanup()
         self._runners.clear()
+        for rt, handle in self._retired:
+            handle.cancel()
+            await rt.close()
+        self._retired.clear()
+        if self.runtime is not None:
+            await self.runtime.close()
         if self.services:
             await self.services.cache.close()
             await self.services.pool.close()
@@ -135,7 +146,10 @@ class Gateway:
         for w in rt.warnings:
             log.warning("%s", w)
         if old is not None:
-            self._retired.append(old)
+            # In-flight requests may still use the old version's STS connections.
+            task = asyncio.get_running_loop().call_later(
+                60.0, lambda: asyncio.ensure_future(old.close()))
+            self._retired.append((old, task))
         # Rebuild listener TLS contexts so new bundles and certificates apply to new handshakes.
         for i, lst in enumerate(rt.config.listeners):
             if lst.name in self._tls:
@@ -152,7 +166,7 @@ class Gateway:
             assert self.services is not None
             try:
                 loaded = load_config(self.config_path)
-                rt = build_runtime(loaded, self.clock, self.replay)
+                rt = build_runtime(loaded, self.clock, self.replay, self._observe_sts)
                 self._check_listeners_unchanged(loaded)
             except ConfigError as exc:
                 self.services.metrics.reloads.labels("refused").inc()
@@ -207,10 +221,6 @@ class Gateway:
                 ok = await self.reload()
                 if not ok:  # do not retry the same broken file every interval
                     self._mtimes = {p: _mtime(p) for p in self._mtimes}
-            self._close_retired()
-
-    def _close_retired(self) -> None:
-        self._retired = [rt for rt in self._retired if rt.active > 0]
 
     # ---- apps --------------------------------------------------------------------------------
 

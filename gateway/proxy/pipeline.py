@@ -100,7 +100,6 @@ async def handle(
     decision_label = "error"
     status = 500
     svc.metrics.in_flight.inc()
-    rt.active += 1
     try:
         # SECURITY: header floods; aiohttp's own cap is set above ours so we can answer 431.
         if _header_bytes(request) > cfg.limits.max_header_bytes:
@@ -202,7 +201,6 @@ async def handle(
         rec["reason"] = Reason.INTERNAL.code
         raise
     finally:
-        rt.active -= 1
         svc.metrics.in_flight.dec()
         rec["status"] = status
         rec["duration_ms"] = round((time.perf_counter() - started) * 1000, 3)

@@ -178,6 +178,7 @@ class Runtime:
     bundles: dict[str, list[x509.Certificate]]
     ssl_contexts: dict[str, ssl.SSLContext]  # tls_key -> context, one pool each
     token_services: dict[str, TokenServiceClient] = field(default_factory=dict)
+    jwt_verifier: JwtVerifier | None = None
 
     async def close(self) -> None:
         """Release what this version holds (STS connections); called after a reload."""
@@ -240,7 +241,7 @@ def _key_source(lc: LoadedConfig, clock: Clock, where: str, jwks: str | None,
 
 
 def build_authenticators(lc: LoadedConfig, clock: Clock, bundles: dict[str, list[x509.Certificate]],
-                         replay: ReplayCache) -> AuthenticatorChain:
+                         replay: ReplayCache) -> tuple[AuthenticatorChain, JwtVerifier | None]:
     """The configured mechanisms, in the configured order of preference."""
     cfg = lc.config
     a = cfg.authentication
@@ -278,7 +279,7 @@ def build_authenticators(lc: LoadedConfig, clock: Clock, bundles: dict[str, list
     chain: list[Authenticator] = []
     for name in a.methods:
         chain += by_name[name]
-    return AuthenticatorChain(chain)
+    return AuthenticatorChain(chain), verifier if (trust or issuers) else None
 
 
 def build_runtime(lc: LoadedConfig, clock: Clock, replay: ReplayCache | None = None,
@@ -346,7 +347,8 @@ def build_runtime(lc: LoadedConfig, clock: Clock, replay: ReplayCache | None = N
         fp = hashlib.sha256(prof.model_dump_json().encode()).hexdigest()[:16]
         profiles[name] = ProfileRuntime(name, prof, exchanger, injectors, fp)
 
-    authn = build_authenticators(lc, clock, bundles, replay or InMemoryReplayCache(clock))
+    authn, jwt_verifier = build_authenticators(lc, clock, bundles,
+                                               replay or InMemoryReplayCache(clock))
     return Runtime(
         loaded=lc,
         policy=policy,
@@ -359,6 +361,7 @@ def build_runtime(lc: LoadedConfig, clock: Clock, replay: ReplayCache | None = N
         bundles=bundles,
         ssl_contexts=ssl_contexts,
         token_services=builder.token_services,
+        jwt_verifier=jwt_verifier,
     )
 
 

@@ -145,6 +145,8 @@ class TokenServiceConfig(Strict):
 class TokenEndpointConfig(Strict):
     listener: str = Field(description="Listener that serves POST <path> (RFC 8693)")
     path: str = "/token"
+    public_url: str | None = Field(
+        None, description="The endpoint's URL as clients see it (metadata, proof audiences)")
 
 
 class ExchangeCacheConfig(Strict):

@@ -34,7 +34,8 @@ class CallerMatchConfig(Strict):
 
 class DestinationMatchConfig(Strict):
     route: StrOrList | None = Field(None, description="Route name(s); `forward-proxy` for "
-                                    "absolute-form requests")
+                                    "absolute-form requests, `token-endpoint` for requests to "
+                                    "the gateway's own token endpoint")
     scheme: Literal["http", "https"] | None = None
     host: StrOrList | None = Field(
         None, description="Upstream host(s), exact or `*.example.com` (any subdomain)"

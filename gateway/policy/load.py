@@ -234,7 +234,7 @@ def load_policy(files: Iterable[Path], ctx: PolicyContext) -> Policy:
         dest = rc.destination
         if dest and dest.route is not None:
             for r in [dest.route] if isinstance(dest.route, str) else dest.route:
-                if r not in ctx.routes and r != "forward-proxy":
+                if r not in ctx.routes and r not in ("forward-proxy", "token-endpoint"):
                     problems.append(doc.problem(("rules", i, "destination", "route"),
                                                 f"unknown route {r!r}"))
         caller = rc.caller

@@ -26,7 +26,7 @@ from gateway.errors import GatewayError, Reason, to_problem
 from gateway.exchange.cache import CredentialCache
 from gateway.observe.audit import AuditLog
 from gateway.observe.metrics import Metrics
-from gateway.proxy import forward, pipeline
+from gateway.proxy import forward, pipeline, token_endpoint
 from gateway.runtime import Runtime, build_runtime, server_ssl_context
 
 log = logging.getLogger("wimse_gateway")
@@ -266,7 +266,15 @@ class Gateway:
             if rt is None or svc is None or not self.ready:
                 return problem_response(GatewayError(Reason.UNAVAILABLE), rid)
             listener = next(x for x in rt.config.listeners if x.name == listener_name)
+            te = rt.config.token_endpoint
             try:
+                if te is not None and te.listener == listener_name:
+                    if request.path == te.path:
+                        return await token_endpoint.handle(svc, rt, listener, request, rid,
+                                                           self.ports[listener_name])
+                    if request.path == "/.well-known/oauth-authorization-server":
+                        return await token_endpoint.metadata(rt, listener,
+                                                             self.ports[listener_name])
                 return await pipeline.handle(svc, rt, listener, request, rid)
             except GatewayError as exc:
                 return problem_response(exc, rid)

@@ -52,9 +52,10 @@ def _header_bytes(request: web.BaseRequest) -> int:
     return sum(len(k) + len(v) + 4 for k, v in request.raw_headers)
 
 
-async def _exchange(
+async def exchange(
     svc: Services, caller: Caller, dest: Destination, decision: Decision, prof: ProfileRuntime
 ) -> Credential:
+    """The exchange stage: cached, one exchange in flight per key, guard rails enforced."""
     wanted = 24 * 3600.0
     max_lifetime = guards.max_lifetime_for(caller, decision, svc.clock.now(), wanted)
     key = (
@@ -159,20 +160,8 @@ async def handle(
             assert decision.profile is not None
             prof = rt.profiles[decision.profile]
             rec["profile"] = prof.name
-            cred = await _exchange(svc, caller, dest, decision, prof)
-            rec["exchange"] = {
-                "in": {"method": caller.method.value, "credential": caller.credential_id,
-                       "expires_at": caller.expires_at},
-                "out": {"type": cred.issued_token_type, "token_type": cred.token_type,
-                        "jti": cred.token_id, "hash": token_hash(cred.token),
-                        "issuer": cred.issuer, "expires_at": cred.expires_at,
-                        "pop": cred.proof_of_possession},
-                "claims_carried": list(cred.claims_carried),
-                "claims_dropped": list(cred.claims_dropped),
-                "lifetime_granted": round(cred.expires_at - svc.clock.now(), 1),
-                "caller_remaining": (round(caller.expires_at - svc.clock.now(), 1)
-                                     if caller.expires_at else None),
-            }
+            cred = await exchange(svc, caller, dest, decision, prof)
+            rec["exchange"] = exchange_record(svc, caller, cred)
             for injector in prof.injectors:
                 injector.inject(headers, cred, dest)
             rec["injected"] = [i.kind for i in prof.injectors]
@@ -209,6 +198,22 @@ async def handle(
             svc.audit.write(rec)
         except Exception:
             log.exception("audit write failed")
+
+
+def exchange_record(svc: Services, caller: Caller, cred: Credential) -> dict[str, Any]:
+    """The translation record for the audit line: identifiers and hashes, never a token."""
+    now = svc.clock.now()
+    return {
+        "in": {"method": caller.method.value, "credential": caller.credential_id,
+               "expires_at": caller.expires_at},
+        "out": {"type": cred.issued_token_type, "token_type": cred.token_type,
+                "jti": cred.token_id, "hash": token_hash(cred.token), "issuer": cred.issuer,
+                "expires_at": cred.expires_at, "pop": cred.proof_of_possession},
+        "claims_carried": list(cred.claims_carried),
+        "claims_dropped": list(cred.claims_dropped),
+        "lifetime_granted": round(cred.expires_at - now, 1),
+        "caller_remaining": round(caller.expires_at - now, 1) if caller.expires_at else None,
+    }
 
 
 def _set_forwarding_headers(

@@ -344,3 +344,79 @@ async def test_sts_down(tmp_path: Path, pki: Pki, upstream: Upstream, sts: FakeS
         assert (await get(gw, "/plain/x"))[0] == 200
     finally:
         await gw.stop()
+
+
+async def test_no_exchanger_can_extend_a_short_caller_credential(
+    tmp_path: Path, pki: Pki, upstream: Upstream, sts: FakeSts
+) -> None:
+    """A 60 s caller token through each exchanger: refused, or capped to the caller's expiry."""
+    gw = await gateway(tmp_path, pki, upstream, sts)
+    try:
+        short = svid(lifetime=60)
+        # caller's token as subject, a gateway-minted subject (itself capped to 60 s), and
+        # client credentials: the STS answers 300 s each time, and each time it is refused
+        for path in ("/token/a", "/minted/a", "/cc/a"):
+            status, body = await get(gw, path, short)
+            assert status == 403 and body["reason"] == "policy.lifetime_extension", path
+    finally:
+        await gw.stop()
+
+
+async def test_own_issuer_caps_lifetime_to_the_caller(
+    tmp_path: Path, pki: Pki, upstream: Upstream
+) -> None:
+    (tmp_path / "td.jwks").write_text(json.dumps({"keys": [TD_KEY.jwk]}))
+    config = f"""
+listeners: [{{name: main, port: 0}}]
+routes: [{{name: api, upstream: "{upstream.url}"}}]
+trust_domains: {{example.org: {{jwks: td.jwks}}}}
+authentication: {{audiences: [{GW_AUD}]}}
+issuer: {{issuer: https://gw.example.org, keys: [{{file: {pki.dir}/issuer.key}}]}}
+admin: null
+policy: {{files: [policy.yaml], watch: false}}
+"""
+    policy = """
+profiles:
+  own: {exchange: {type: issuer, lifetime: 3600}, inject: [{type: bearer}]}
+rules:
+  - {id: own, action: exchange, profile: own, caller: {methods: [bearer]}}
+  - {id: default-deny, action: deny}
+"""
+    gw = await start_gateway(tmp_path, config, policy)
+    try:
+        caller = svid(lifetime=90)
+        caller_exp = jwt.decode(caller, options={"verify_signature": False})["exp"]
+        assert (await get(gw, "/x", caller))[0] == 200
+        minted = jwt.decode(upstream.seen[-1].header("authorization")[7:],
+                            options={"verify_signature": False})
+        assert minted["exp"] <= caller_exp
+        rec = gw.audit.records[-1]["exchange"]
+        assert rec["lifetime_granted"] <= rec["caller_remaining"] + 1
+        assert "aud" not in rec["claims_carried"]
+    finally:
+        await gw.stop()
+
+
+async def test_wit_caller_through_the_sts(
+    tmp_path: Path, pki: Pki, upstream: Upstream, sts: FakeSts
+) -> None:
+    """WIT + WPT in; the WIT is never sent to the STS; a gateway-minted subject token is."""
+    from tests.helpers.tokens import make_wit, make_wpt
+
+    gw = await gateway(tmp_path, pki, upstream, sts)
+    try:
+        wl = Key.es256()
+        wit = make_wit(TD_KEY, SUB, wl)
+        url = gw.url() + "/minted/w"
+        wpt = make_wpt(wl, wit, f"{upstream.url}/minted/w")
+        async with aiohttp.ClientSession() as s, s.get(url, headers={
+            "Workload-Identity-Token": wit, "Workload-Proof-Token": wpt}) as r:
+            assert r.status == 200, await r.text()
+        form = sts.forms[-1]
+        assert wit not in json.dumps(form)
+        assert jwt.decode(form["subject_token"], options={"verify_signature": False})["amr"] == [
+            "wit"]
+        assert sts.verify(upstream.seen[-1].header("authorization")[7:],
+                          "https://orders.example")["sub"] == SUB
+    finally:
+        await gw.stop()

@@ -23,7 +23,7 @@ from pathlib import Path
 import aiohttp
 
 from gateway.keys import load_or_create_key
-from tests.helpers.servers import start_gateway, start_upstream
+from tests.helpers.servers import start_upstream
 from tests.helpers.sts import FakeSts
 from tests.helpers.tokens import Key
 
@@ -68,7 +68,7 @@ policy: {{files: [policy.yaml], watch: false}}
 """
     (tmp / "policy.yaml").write_text(POLICY)
     (tmp / "gateway.yaml").write_text(config)
-    from gateway.proxy.listener import Gateway  # noqa: PLC0415
+    from gateway.proxy.listener import Gateway
 
     gw = Gateway(tmp / "gateway.yaml")
     await gw.start()
@@ -111,7 +111,7 @@ def main() -> int:
     ap.add_argument("--n", type=int, default=400)
     args = ap.parse_args()
     try:
-        import uvloop  # noqa: PLC0415
+        import uvloop
 
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     except ImportError:

@@ -420,3 +420,43 @@ async def test_wit_caller_through_the_sts(
                           "https://orders.example")["sub"] == SUB
     finally:
         await gw.stop()
+
+
+async def test_mtls_client_authentication_to_the_sts(
+    tmp_path: Path, pki: Pki, upstream: Upstream
+) -> None:
+    """tls_client_auth: the gateway's certificate authenticates it; no secret is sent."""
+    sts = await FakeSts(ssl_context=pki.server_context(require_client=True)).start()
+    cert, key = pki.svid("gateway-client", "spiffe://example.org/gateway")
+    (tmp_path / "td.jwks").write_text(json.dumps({"keys": [TD_KEY.jwk]}))
+    config = f"""
+listeners: [{{name: main, port: 0}}]
+routes: [{{name: api, upstream: "{upstream.url}"}}]
+trust_domains: {{example.org: {{jwks: td.jwks}}}}
+authentication: {{audiences: [{GW_AUD}]}}
+token_services:
+  corp:
+    token_endpoint: {sts.url}/token
+    client_auth: {{method: tls_client_auth, client_id: spiffe://example.org/gateway}}
+    tls: {{ca: {pki.ca_file}, client_cert: {cert}, client_key: {key}}}
+admin: null
+policy: {{files: [policy.yaml], watch: false}}
+"""
+    policy = """
+profiles:
+  p: {exchange: {type: sts, sts: corp, subject: caller_token, audience: https://o.example},
+      inject: [{type: bearer}]}
+rules:
+  - {id: p, action: exchange, profile: p, caller: {methods: [bearer]}}
+  - {id: default-deny, action: deny}
+"""
+    gw = await start_gateway(tmp_path, config, policy)
+    try:
+        assert (await get(gw, "/x", svid()))[0] == 200
+        assert sts.client_certs[-1] is not None
+        assert "Authorization" not in sts.headers[-1]
+        assert sts.forms[-1]["client_id"] == "spiffe://example.org/gateway"
+        assert "client_secret" not in sts.forms[-1]
+    finally:
+        await gw.stop()
+        await sts.stop()

@@ -28,10 +28,12 @@ class FakeSts:
     headers: list[dict[str, str]] = field(default_factory=list)
     runner: web.AppRunner | None = None
     port: int = 0
+    ssl_context: Any = None
+    client_certs: list[bytes | None] = field(default_factory=list)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.ssl_context else 'http'}://127.0.0.1:{self.port}"
 
     @property
     def issuer(self) -> str:
@@ -48,7 +50,7 @@ class FakeSts:
         app.router.add_get("/.well-known/oauth-authorization-server", self._meta)
         self.runner = web.AppRunner(app, access_log=None)
         await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        site = web.TCPSite(self.runner, "127.0.0.1", 0, ssl_context=self.ssl_context)
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         return self
@@ -69,6 +71,8 @@ class FakeSts:
         form = dict(await request.post())
         self.forms.append(form)
         self.headers.append(dict(request.headers))
+        sslobj = request.transport.get_extra_info("ssl_object") if request.transport else None
+        self.client_certs.append(sslobj.getpeercert(binary_form=True) if sslobj else None)
         if self.delay:
             await asyncio.sleep(self.delay)
         mode = self.mode

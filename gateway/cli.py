@@ -62,10 +62,14 @@ async def serve(gateway: Gateway, after_start: Callable[[Gateway], Awaitable[Non
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from gateway.supervisor import Supervisor, default_workers
+
+    workers = args.workers if args.workers is not None else default_workers()
     try:
-        gw = Gateway(args.config)
         _event_loop_policy()
-        asyncio.run(serve(gw))
+        if workers > 1:
+            return asyncio.run(Supervisor(args.config, workers, args.log_level).run())
+        asyncio.run(serve(Gateway(args.config)))
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
@@ -177,6 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="serve with a config file")
     run.add_argument("-c", "--config", required=True, type=Path)
+    run.add_argument("--workers", type=int, default=None,
+                     help="worker processes sharing the ports (default: one per core)")
     run.set_defaults(func=cmd_run)
 
     check = sub.add_parser("check", help="validate config and policy; non-zero exit on errors")

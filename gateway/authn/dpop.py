@@ -156,7 +156,7 @@ class DpopAuthenticator:
             raise self._err(Reason.AUTHN_KEY_BINDING, "token is not bound to the proof's key",
                             error="invalid_token")
         window_end = float(p.claims["iat"]) + self.settings.max_age + self.settings.skew
-        if not self.replay.check_and_store("dpop:" + p.jkt, p.claims["jti"], window_end):
+        if not await self.replay.check_and_store("dpop:" + p.jkt, p.claims["jti"], window_end):
             raise self._err(Reason.AUTHN_REPLAYED, "DPoP proof already used")
         return Caller(
             identity=v.identity, trust_domain=v.trust_domain, method=AuthnMethod.DPOP,

@@ -209,7 +209,7 @@ class HttpSigAuthenticator:
                 raise _err(Reason.AUTHN_MISSING_CLAIM, "a body needs a signed Content-Digest")
             body = await inbound.read_body()
             verify_content_digest(inbound.headers.get("Content-Digest"), body)
-        if not self.replay.check_and_store("sig:" + wit.jkt, sig.params["nonce"],
+        if not await self.replay.check_and_store("sig:" + wit.jkt, sig.params["nonce"],
                                            float(sig.params["expires"]) + skew):
             raise _err(Reason.AUTHN_REPLAYED, "signature nonce already used")
         return Caller(

@@ -16,7 +16,7 @@ from gateway.clock import Clock
 
 
 class ReplayCache(Protocol):
-    def check_and_store(self, scope: str, value: str, expires_at: float) -> bool:
+    async def check_and_store(self, scope: str, value: str, expires_at: float) -> bool:
         """Record ``value`` for ``scope`` until ``expires_at``; False if it was already there."""
         ...
 
@@ -34,7 +34,10 @@ class InMemoryReplayCache:
     def __len__(self) -> int:
         return len(self._seen)
 
-    def check_and_store(self, scope: str, value: str, expires_at: float) -> bool:
+    async def check_and_store(self, scope: str, value: str, expires_at: float) -> bool:
+        return self.check_and_store_now(scope, value, expires_at)
+
+    def check_and_store_now(self, scope: str, value: str, expires_at: float) -> bool:
         now = self.clock.now()
         self._expire(now)
         # Hash: a 4 KiB jti costs 32 bytes here, and nothing attacker-chosen is kept verbatim.

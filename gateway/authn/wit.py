@@ -230,7 +230,7 @@ class WitAuthenticator:
         claims, exp = verify_wpt(wpt_raw, wit, wit_raw, inbound, now, self.max_wpt_lifetime,
                                  skew)
         # Replay last: only a proof that is otherwise valid may occupy the cache.
-        if not self.replay.check_and_store("wpt:" + wit.jkt, claims["jti"], exp + skew):
+        if not await self.replay.check_and_store("wpt:" + wit.jkt, claims["jti"], exp + skew):
             raise _err(Reason.AUTHN_REPLAYED, "WPT jti already used")
         return Caller(
             identity=wit.identity, trust_domain=wit.trust_domain, method=AuthnMethod.WIT,

@@ -1,8 +1,22 @@
-"""Prometheus metrics. One registry per gateway process, kept across reloads."""
+"""Prometheus metrics. One registry per gateway process, kept across reloads.
+
+With several worker processes, ``PROMETHEUS_MULTIPROC_DIR`` is set before prometheus-client is
+imported (the supervisor does it); values then live in shared files and ``render`` sums them
+across workers, so ``/metrics`` on any worker shows the whole gateway.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+import os
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5,
                    10, 30)
@@ -21,7 +35,8 @@ class Metrics:
             "wimse_gateway_request_seconds", "Time from request to response headers, by route",
             ["route"], buckets=LATENCY_BUCKETS, registry=r)
         self.in_flight = Gauge(
-            "wimse_gateway_in_flight_requests", "Requests being handled", registry=r)
+            "wimse_gateway_in_flight_requests", "Requests being handled", registry=r,
+            multiprocess_mode="livesum")
         self.authn_failures = Counter(
             "wimse_gateway_authn_failures", "Authentication failures, by reason",
             ["reason"], registry=r)
@@ -46,7 +61,12 @@ class Metrics:
             "wimse_gateway_reloads", "Config/policy reloads, by outcome", ["outcome"], registry=r)
         self.policy_info = Gauge(
             "wimse_gateway_policy_loaded_timestamp_seconds",
-            "When the serving policy was loaded, labelled with its digest", ["digest"], registry=r)
+            "When the serving policy was loaded, labelled with its digest", ["digest"], registry=r,
+            multiprocess_mode="liveall")
 
     def render(self) -> bytes:
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+            return generate_latest(registry)
         return generate_latest(self.registry)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import re
 import secrets
 import ssl
@@ -18,7 +19,8 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.authn.replay import InMemoryReplayCache
+from gateway.authn.replay import InMemoryReplayCache, ReplayCache
+from gateway.authn.replay_shared import SharedReplayCache
 from gateway.clock import Clock, SystemClock
 from gateway.config.load import LoadedConfig, load_config
 from gateway.config.source import ConfigError
@@ -72,13 +74,17 @@ class Gateway:
         self._retired: list[tuple[Runtime, asyncio.TimerHandle]] = []
         self._reload_lock = asyncio.Lock()
         self.on_reload: list[Callable[[bool], None]] = []
+        self.replay: ReplayCache | None = None
+        # Worker processes share their listening ports (SO_REUSEPORT); see gateway/supervisor.
+        self.reuse_port = bool(os.environ.get("WIMSE_GATEWAY_WORKER"))
 
     # ---- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
         loaded = load_config(self.config_path)
-        self.replay = InMemoryReplayCache(
-            self.clock, loaded.config.authentication.replay_cache_entries)
+        shared = os.environ.get("WIMSE_GATEWAY_REPLAY_SOCKET")
+        self.replay = (SharedReplayCache(shared) if shared else InMemoryReplayCache(
+            self.clock, loaded.config.authentication.replay_cache_entries))
         metrics = Metrics()
         self._observe_sts = lambda name, outcome, s: metrics.sts_seconds.labels(
             name, outcome).observe(s)
@@ -103,7 +109,8 @@ class Gateway:
         if cfg.admin is not None:
             runner = web.AppRunner(self._admin_app(), access_log=None)
             await runner.setup()
-            site = web.TCPSite(runner, cfg.admin.address, cfg.admin.port)
+            site = web.TCPSite(runner, cfg.admin.address, cfg.admin.port,
+                               reuse_port=self.reuse_port or None)
             await site.start()
             self._runners.append(runner)
             self.admin_port = _bound_port(site)
@@ -131,6 +138,8 @@ class Gateway:
         self._retired.clear()
         if self.runtime is not None:
             await self.runtime.close()
+        if isinstance(self.replay, SharedReplayCache):
+            await self.replay.close()
         if self.services:
             await self.services.cache.close()
             await self.services.pool.close()
@@ -246,7 +255,8 @@ class Gateway:
             ctx.sni_callback = self._sni_switch(name)
         runner = web.ServerRunner(server, shutdown_timeout=loaded.config.limits.shutdown_grace)
         await runner.setup()
-        site = web.TCPSite(runner, lst.address, lst.port, ssl_context=ctx, backlog=1024)
+        site = web.TCPSite(runner, lst.address, lst.port, ssl_context=ctx, backlog=1024,
+                           reuse_port=self.reuse_port or None)
         await site.start()
         self._runners.append(runner)
         self.ports[name] = _bound_port(site)

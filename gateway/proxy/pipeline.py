@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from gateway.proxy.tlsinfo import peer_chain
 from gateway.runtime import ProfileRuntime, Runtime
 
 log = logging.getLogger("wimse_gateway.pipeline")
+PID = os.getpid()  # which worker process wrote an audit line
 
 
 @dataclass
@@ -96,6 +98,7 @@ async def handle(
         "listener": listener.name,
         "method": request.method,
         "policy_digest": rt.policy.digest,
+        "pid": PID,
     }
     route_label = "-"
     decision_label = "error"

@@ -63,8 +63,10 @@ rules:
 
 
 @asynccontextmanager
-async def gateway_process(cfg: Path, port: int, admin: int) -> AsyncIterator[subprocess.Popen]:
-    proc = subprocess.Popen([*CLI, "run", "-c", str(cfg)], stdout=subprocess.PIPE,
+async def gateway_process(cfg: Path, port: int, admin: int, workers: int = 1
+                          ) -> AsyncIterator[subprocess.Popen]:
+    proc = subprocess.Popen([*CLI, "run", "-c", str(cfg), "--workers", str(workers)],
+                            stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, cwd=cfg.parent)
     try:
         deadline = time.monotonic() + 20
@@ -98,12 +100,13 @@ async def metric(admin: int, name: str, **labels: str) -> float:
     return total
 
 
+@pytest.mark.parametrize("workers", [1, 2])
 async def test_sighup_reload_refuses_broken_policy_and_keeps_serving(
-    tmp_path: Path, upstream: Upstream
+    tmp_path: Path, upstream: Upstream, workers: int
 ) -> None:
     port, admin = free_port(), free_port()
     cfg = write_config(tmp_path, upstream, port, admin, ALLOW)
-    async with gateway_process(cfg, port, admin) as proc, aiohttp.ClientSession() as s:
+    async with gateway_process(cfg, port, admin, workers) as proc, aiohttp.ClientSession() as s:
         async with s.get(f"http://127.0.0.1:{port}/x") as r:
             assert r.status == 200
         async with s.get(f"http://127.0.0.1:{admin}/policy") as r:
@@ -112,23 +115,26 @@ async def test_sighup_reload_refuses_broken_policy_and_keeps_serving(
         (tmp_path / "policy.yaml").write_text("rules:\n  - id: broken\n    action: maybe\n")
         proc.send_signal(signal.SIGHUP)
         for _ in range(50):
-            if await metric(admin, "wimse_gateway_reloads_total", outcome="refused") >= 1:
+            if await metric(admin, "wimse_gateway_reloads_total", outcome="refused") >= workers:
                 break
             await asyncio.sleep(0.1)
-        assert await metric(admin, "wimse_gateway_reloads_total", outcome="refused") == 1
-        async with s.get(f"http://127.0.0.1:{port}/x") as r:
-            assert r.status == 200  # the old policy keeps serving
+        # every worker refused it (metrics are summed across workers)
+        assert await metric(admin, "wimse_gateway_reloads_total", outcome="refused") == workers
+        for _ in range(4):  # new connections, so several workers answer
+            async with aiohttp.ClientSession() as s2, s2.get(f"http://127.0.0.1:{port}/x") as r:
+                assert r.status == 200  # the old policy keeps serving
         async with s.get(f"http://127.0.0.1:{admin}/policy") as r:
             assert (await r.json())["digest"] == first_digest
 
         (tmp_path / "policy.yaml").write_text(DENY)
         proc.send_signal(signal.SIGHUP)
         for _ in range(50):
-            if await metric(admin, "wimse_gateway_reloads_total", outcome="ok") >= 1:
+            if await metric(admin, "wimse_gateway_reloads_total", outcome="ok") >= workers:
                 break
             await asyncio.sleep(0.1)
-        async with s.get(f"http://127.0.0.1:{port}/x") as r:
-            assert r.status == 401  # anonymous caller denied: authentication is what is missing
+        for _ in range(4):
+            async with aiohttp.ClientSession() as s2, s2.get(f"http://127.0.0.1:{port}/x") as r:
+                assert r.status == 401  # anonymous denied: authentication is what is missing
         async with s.get(f"http://127.0.0.1:{admin}/policy") as r:
             body = await r.json()
             assert body["digest"] != first_digest and body["rules"] == ["deny-all"]
@@ -138,10 +144,12 @@ async def test_sighup_reload_refuses_broken_policy_and_keeps_serving(
     assert "reload refused" in stderr and "rules[0].action" in stderr
 
 
-async def test_sigterm_drains_in_flight_request(tmp_path: Path, upstream: Upstream) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_sigterm_drains_in_flight_request(tmp_path: Path, upstream: Upstream,
+                                                workers: int) -> None:
     port, admin = free_port(), free_port()
     cfg = write_config(tmp_path, upstream, port, admin, ALLOW)
-    async with gateway_process(cfg, port, admin) as proc, aiohttp.ClientSession() as s:
+    async with gateway_process(cfg, port, admin, workers) as proc, aiohttp.ClientSession() as s:
         slow = asyncio.create_task(s.get(f"http://127.0.0.1:{port}/slow?sleep=1.5"))
         for _ in range(50):
             if upstream.seen:
@@ -176,11 +184,11 @@ rules:
     action: deny
 """
     cfg = write_config(tmp_path, upstream, port, admin, policy)
-    async with gateway_process(cfg, port, admin) as proc, aiohttp.ClientSession() as s:
-        for _ in range(3):
-            async with s.get(f"http://127.0.0.1:{port}/a") as r:
+    async with gateway_process(cfg, port, admin, workers=2) as proc:
+        for _ in range(3):  # a new connection each: the kernel spreads them over both workers
+            async with aiohttp.ClientSession() as s, s.get(f"http://127.0.0.1:{port}/a") as r:
                 assert r.status == 200
-        async with s.post(f"http://127.0.0.1:{port}/a") as r:
+        async with aiohttp.ClientSession() as s, s.post(f"http://127.0.0.1:{port}/a") as r:
             assert r.status == 401
         assert await metric(admin, "wimse_gateway_requests_total", route="api",
                             decision="forward", status="200") == 3
@@ -189,7 +197,7 @@ rules:
         assert await metric(admin, "wimse_gateway_refusals_total", reason="authn.missing") == 1
         assert await metric(admin, "wimse_gateway_request_seconds_count", route="api") == 3
         assert await metric(admin, "wimse_gateway_in_flight_requests") == 0
-        async with s.get(f"http://127.0.0.1:{admin}/healthz") as r:
+        async with aiohttp.ClientSession() as s, s.get(f"http://127.0.0.1:{admin}/healthz") as r:
             assert r.status == 200
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=15)
@@ -261,3 +269,38 @@ def test_check_refuses_duplicate_yaml_keys(tmp_path: Path) -> None:
     out = subprocess.run([*CLI, "check", "-c", str(cfg)], capture_output=True, text=True)
     assert out.returncode == 1
     assert "gateway.yaml:4: listeners: duplicate key (first defined on line 1)" in out.stderr
+
+
+async def test_workers_share_the_port_and_the_replay_cache(
+    tmp_path: Path, upstream: Upstream
+) -> None:
+    """Two workers answer on one port; a proof replayed on new connections (which the kernel
+    spreads over both workers) is accepted exactly once."""
+    import json as _json
+
+    from tests.helpers.tokens import Key, make_wit, make_wpt
+
+    td, wl = Key.es256("td"), Key.es256()
+    (tmp_path / "td.jwks").write_text(_json.dumps({"keys": [td.jwk]}))
+    port, admin = free_port(), free_port()
+    cfg = write_config(tmp_path, upstream, port, admin, ALLOW)
+    cfg.write_text(cfg.read_text() + "trust_domains:\n  example.org: {jwks: td.jwks}\n")
+    wit = make_wit(td, "spiffe://example.org/ns/a/sa/b", wl)
+    target = f"{upstream.url}/w"
+    async with gateway_process(cfg, port, admin, workers=2) as proc:
+        statuses = []
+        headers = {"Workload-Identity-Token": wit,
+                   "Workload-Proof-Token": make_wpt(wl, wit, target)}
+        for _ in range(12):
+            async with aiohttp.ClientSession() as s, s.get(
+                f"http://127.0.0.1:{port}/w", headers=headers
+            ) as r:
+                statuses.append(r.status)
+        assert statuses.count(200) == 1 and statuses.count(400) == 11
+        for _ in range(20):
+            async with aiohttp.ClientSession() as s, s.get(f"http://127.0.0.1:{port}/x") as r:
+                assert r.status == 200
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=15)
+    pids = {json.loads(x)["pid"] for x in (tmp_path / "audit.jsonl").read_text().splitlines()}
+    assert len(pids) == 2

@@ -13,7 +13,7 @@ LEVEL = {
     "authn": 2, "policy": 2, "exchange": 2, "inject": 2, "observe": 2,
     "runtime": 3,
     "proxy": 4,
-    "cli": 5, "demo": 6, "admin": 5, "policytool": 4.5,
+    "cli": 5, "demo": 6, "admin": 5, "policytool": 4.5, "supervisor": 4.5,
 }
 STAGES = {"authn", "policy", "exchange", "inject", "observe"}
 

@@ -286,11 +286,11 @@ def test_replay_cache_is_bounded_and_expires() -> None:
     clock = FrozenClock(NOW)
     rc = InMemoryReplayCache(clock, max_entries=1000)
     for i in range(5000):
-        assert rc.check_and_store("s", str(i), NOW + 10 + i)
+        assert rc.check_and_store_now("s", str(i), NOW + 10 + i)
     assert len(rc) == 1000
-    assert not rc.check_and_store("s", "4999", NOW + 10)
+    assert not rc.check_and_store_now("s", "4999", NOW + 10)
     clock.advance(10_000)
-    assert rc.check_and_store("s", "4999", clock.now() + 1)
+    assert rc.check_and_store_now("s", "4999", clock.now() + 1)
     assert len(rc) == 1
 
 

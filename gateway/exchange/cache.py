@@ -20,7 +20,7 @@ from gateway.model import Credential
 Fetch = Callable[[], Awaitable[Credential]]
 
 
-@dataclass
+@dataclass(slots=True)
 class _Entry:
     credential: Credential
     fetched_at: float

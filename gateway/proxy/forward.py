@@ -26,6 +26,7 @@ HOP_BY_HOP = frozenset(
     )
 )
 CHUNK = 64 * 1024
+SMALL_BODY = 64 * 1024
 
 
 def hop_by_hop_names(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> set[str]:
@@ -214,6 +215,25 @@ async def relay(
     Once the status line is sent, a failure can only cut the connection; the caller sees a
     truncated body (and a length mismatch or missing final chunk), never a fake success.
     """
+    length = upstream.content_length
+    if length is not None and length <= SMALL_BODY and request.method != "HEAD":
+        # Small answers go back in one write (headers and body together): half the syscalls
+        # of streaming, and most API answers are small.
+        try:
+            body = await upstream.read()
+        except TimeoutError:
+            upstream.close()
+            raise UpstreamError(Reason.UPSTREAM_TIMEOUT, "upstream did not finish in time"
+                                ) from None
+        except (aiohttp.ClientError, OSError):
+            upstream.close()
+            raise UpstreamError(Reason.UPSTREAM_PROTOCOL, "the upstream broke off its answer"
+                                ) from None
+        finally:
+            upstream.release()
+        headers.popall("Content-Length", None)
+        return web.Response(status=upstream.status, reason=upstream.reason, headers=headers,
+                            body=body)
     resp = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=headers)
     if "Content-Length" not in headers and request.version >= (1, 1):
         resp.enable_chunked_encoding()

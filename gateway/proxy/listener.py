@@ -70,6 +70,7 @@ class Gateway:
         self._runners: list[web.BaseRunner] = []
         self._tls: dict[str, ssl.SSLContext] = {}
         self._watch_task: asyncio.Task[None] | None = None
+        self._flush_task: asyncio.Task[None] | None = None
         self._mtimes: dict[Path, float] = {}
         self._retired: list[tuple[Runtime, asyncio.TimerHandle]] = []
         self._reload_lock = asyncio.Lock()
@@ -117,9 +118,16 @@ class Gateway:
         self._remember_mtimes(rt)
         if cfg.policy.watch:
             self._watch_task = asyncio.create_task(self._watch())
+        self._flush_task = asyncio.create_task(self._flush_audit())
         self.ready = True
         log.info("gateway ready: listeners %s, admin %s, policy %s", self.ports,
                  self.admin_port, rt.policy.digest)
+
+    async def _flush_audit(self) -> None:
+        while True:
+            await asyncio.sleep(AuditLog.FLUSH_INTERVAL)
+            if self.services is not None:
+                self.services.audit.flush()
 
     async def stop(self, grace: float | None = None) -> None:
         """Stop accepting, let in-flight requests finish (up to ``grace`` s), then close."""
@@ -140,11 +148,15 @@ class Gateway:
             await self.runtime.close()
         if isinstance(self.replay, SharedReplayCache):
             await self.replay.close()
+        if self._flush_task:
+            self._flush_task.cancel()
         if self.services:
             await self.services.cache.close()
             await self.services.pool.close()
             if self._audit_override is None:
                 self.services.audit.close()
+            else:
+                self.services.audit.flush()
 
     def _install(self, rt: Runtime) -> None:
         old = self.runtime

@@ -112,6 +112,9 @@ class MemoryAudit(AuditLog):
         self.records: list[dict[str, Any]] = []
         self.lines: list[str] = []
 
+    def flush(self) -> None:
+        pass
+
     def write(self, record: dict[str, Any]) -> None:
         self.lines.append(json.dumps(record, default=str))
         self.records.append(json.loads(self.lines[-1]))

@@ -103,8 +103,8 @@ def main() -> int:
     upstream = subprocess.Popen([*( [pin, "-c", "0"] if pin else []), sys.executable,
                                  str(work / "upstream.py"), str(up_port)], env=env)
     gateway = subprocess.Popen([*( [pin, "-c", "1"] if pin else []), sys.executable, "-m",
-                                "gateway.cli", "--log-level", "warning", "run", "--workers", "1", "-c",
-                                str(work / "gateway.yaml")], env=env)
+                                "gateway.cli", "--log-level", "warning", "run", "--workers",
+                                "1", "-c", str(work / "gateway.yaml")], env=env)
     results: dict[str, dict[str, float]] = {}
     try:
         wait_http(f"http://127.0.0.1:{up_port}/")

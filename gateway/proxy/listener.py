@@ -7,6 +7,7 @@ work is in ``pipeline.handle``.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import os
@@ -120,6 +121,11 @@ class Gateway:
             self._watch_task = asyncio.create_task(self._watch())
         self._flush_task = asyncio.create_task(self._flush_audit())
         self.ready = True
+        # Everything built so far lives as long as the process: keep the collector off it.
+        gc.collect()
+        gc.freeze()
+        # Requests make many short-lived objects; collect the young generation less often.
+        gc.set_threshold(20_000, 20, 20)
         log.info("gateway ready: listeners %s, admin %s, policy %s", self.ports,
                  self.admin_port, rt.policy.digest)
 

@@ -174,13 +174,15 @@ async def handle(
                                     buffered)
         up_started = time.perf_counter()
         upstream = await forward.send(svc.pool, settings, request, dest, headers, body)
-        svc.metrics.upstream_seconds.labels(route_label).observe(time.perf_counter() - up_started)
+        svc.metrics.child(svc.metrics.upstream_seconds, route_label).observe(
+            time.perf_counter() - up_started)
         status = upstream.status
         rec["upstream_status"] = upstream.status
         resp_headers = forward.response_headers(upstream)
         resp_headers.add("Via", f"1.1 {via_token}")
         resp_headers["X-Request-Id"] = request_id
-        svc.metrics.request_seconds.labels(route_label).observe(time.perf_counter() - started)
+        svc.metrics.child(svc.metrics.request_seconds, route_label).observe(
+            time.perf_counter() - started)
         return await forward.relay(request, upstream, resp_headers)
     except GatewayError as exc:
         status = exc.status
@@ -196,7 +198,7 @@ async def handle(
         svc.metrics.in_flight.dec()
         rec["status"] = status
         rec["duration_ms"] = round((time.perf_counter() - started) * 1000, 3)
-        svc.metrics.requests.labels(route_label, decision_label, str(status)).inc()
+        svc.metrics.child(svc.metrics.requests, route_label, decision_label, str(status)).inc()
         try:
             svc.audit.write(rec)
         except Exception:

@@ -202,7 +202,8 @@ rules:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=15)
     audit = [json.loads(x) for x in (tmp_path / "audit.jsonl").read_text().splitlines()]
-    assert [a["status"] for a in audit] == [200, 200, 200, 401]
+    # two workers write their own buffered lines: the order across workers is not kept
+    assert sorted(a["status"] for a in audit) == [200, 200, 200, 401]
     assert all(a["policy_digest"].startswith("sha256:") for a in audit)
 
 

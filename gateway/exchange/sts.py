@@ -200,17 +200,26 @@ class TokenServiceClient:
 
     # ---- the call ----------------------------------------------------------------------------
 
-    async def request(self, form: dict[str, Any], requested_type: str | None) -> TokenResponse:
+    async def request(self, form: dict[str, Any], requested_type: str | None,
+                      dpop_key: SigningKey | None = None) -> TokenResponse:
+        """POST to the token endpoint. With ``dpop_key``, each attempt carries a fresh DPoP
+        proof (RFC 9449 section 5) and a ``use_dpop_nonce`` answer is retried exactly once
+        with the server's nonce."""
         self.breaker.before()
         endpoint = await self.token_endpoint()
         started = time.perf_counter()
         attempt = 0
+        nonce: str | None = None
+        nonce_retried = False
         while True:
             attempt += 1
             body = dict(form)
             headers = {"Accept": "application/json"}
             # fresh client assertion per attempt: servers refuse a replayed jti
             await self._client_auth(body, headers, endpoint)
+            if dpop_key is not None:
+                headers["DPoP"] = dpop_proof(dpop_key, "POST", endpoint, self.clock.now(),
+                                             nonce=nonce)
             try:
                 self.calls += 1
                 async with self.session().post(endpoint, data=_encode(body),
@@ -219,6 +228,7 @@ class TokenServiceClient:
                                                ) as r:
                     status = r.status
                     raw = await r.content.read(MAX_RESPONSE + 1)
+                    server_nonce = r.headers.get("DPoP-Nonce")
             except (TimeoutError, aiohttp.ServerTimeoutError):
                 outcome, err = "timeout", ExchangeError(Reason.EXCHANGE_STS_TIMEOUT,
                                                         "token service timed out")
@@ -230,10 +240,16 @@ class TokenServiceClient:
                     outcome, err = "5xx", ExchangeError(Reason.EXCHANGE_STS_UNAVAILABLE,
                                                         "token service failed")
                 else:
+                    if (dpop_key is not None and status == 400 and server_nonce
+                            and not nonce_retried and b"use_dpop_nonce" in raw):
+                        nonce, nonce_retried = server_nonce, True
+                        attempt -= 1  # a nonce challenge is not a failure
+                        continue
                     self.breaker.success()
                     self.observe(self.name, "ok" if status == 200 else "rejected",
                                  time.perf_counter() - started)
-                    return self._parse(status, raw, requested_type)
+                    return self._parse(status, raw, requested_type,
+                                       dpop_required=dpop_key is not None)
             if attempt > self.cfg.retries or outcome == "timeout":
                 # no retry after a timeout: the deadline is spent
                 self.breaker.failure()
@@ -241,7 +257,8 @@ class TokenServiceClient:
                 raise err
             await asyncio.sleep(0.05 * (2 ** (attempt - 1)) * random.uniform(0.5, 1.5))  # noqa: S311
 
-    def _parse(self, status: int, raw: bytes, requested_type: str | None) -> TokenResponse:
+    def _parse(self, status: int, raw: bytes, requested_type: str | None,
+               dpop_required: bool = False) -> TokenResponse:
         if len(raw) > MAX_RESPONSE:
             raise ExchangeError(Reason.EXCHANGE_BAD_RESPONSE, "token service answer too large")
         try:
@@ -269,6 +286,11 @@ class TokenServiceClient:
         if not isinstance(token_type, str) or token_type.lower() not in ("bearer", "dpop",
                                                                           "n_a"):
             raise ExchangeError(Reason.EXCHANGE_BAD_RESPONSE, "missing or unknown token_type")
+        if dpop_required and token_type.lower() != "dpop":
+            # RFC 9449 5: a Bearer answer means the server did not bind it; we asked for a bound
+            # token, and an unbound one would be a downgrade.
+            raise ExchangeError(Reason.EXCHANGE_BAD_RESPONSE, "token service did not bind the "
+                                "token to our DPoP key")
         issued = data.get("issued_token_type")
         if issued is None:
             # RFC 8693 2.2.1 requires it; some servers omit it. Accept only when an access
@@ -304,6 +326,28 @@ class TokenServiceClient:
         return TokenResponse(token, token_type, issued, expires_at, claims)
 
 
+def dpop_proof(key: SigningKey, htm: str, htu: str, now: float, nonce: str | None = None,
+               access_token: str | None = None) -> str:
+    """An RFC 9449 proof: fresh jti, iat now, the public key in the header."""
+    from gateway.keys import sha256_b64url
+
+    claims: dict[str, Any] = {"jti": secrets.token_urlsafe(16), "htm": htm, "htu": htu,
+                              "iat": int(now)}
+    if nonce is not None:
+        claims["nonce"] = nonce
+    if access_token is not None:
+        claims["ath"] = sha256_b64url(access_token)
+    jwk = {k: v for k, v in key.public_jwk.items() if k in ("kty", "crv", "x", "y", "n", "e")}
+    return jwt.encode(claims, key.private_key, algorithm=key.alg,
+                      headers={"typ": "dpop+jwt", "jwk": jwk})
+
+
+def new_dpop_key() -> SigningKey:
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    return SigningKey.from_private_key(ec.generate_private_key(ec.SECP256R1()))
+
+
 def _encode(form: dict[str, Any]) -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = []
     for k, v in form.items():
@@ -323,17 +367,19 @@ def translation(caller: Caller, claims: dict[str, Any]) -> tuple[tuple[str, ...]
     return carried, dropped
 
 
-def credential_from(resp: TokenResponse, caller: Caller, issuer: str) -> Credential:
+def credential_from(resp: TokenResponse, caller: Caller, issuer: str,
+                    dpop_key: SigningKey | None = None) -> Credential:
     carried, dropped = translation(caller, resp.claims)
     jti = resp.claims.get("jti")
     return Credential(
-        token=resp.access_token, token_type=resp.token_type.capitalize()
-        if resp.token_type.lower() != "n_a" else "N_A",
+        token=resp.access_token,
+        token_type={"bearer": "Bearer", "dpop": "DPoP"}.get(resp.token_type.lower(), "N_A"),
         issued_token_type=resp.issued_token_type, expires_at=resp.expires_at,
         proof_of_possession=resp.token_type.lower() == "dpop",
         token_id=str(jti) if isinstance(jti, str) else
         "sha256:" + hashlib.sha256(resp.access_token.encode()).hexdigest()[:32],
         issuer=issuer, claims_carried=carried, claims_dropped=dropped,
+        proof_key=dpop_key if resp.token_type.lower() == "dpop" else None,
     )
 
 
@@ -408,8 +454,9 @@ class StsExchanger:
             assert self.minter is not None
             form["actor_token"] = self.minter.actor_token(aud)
             form["actor_token_type"] = TT_JWT
-        resp = await self.client.request(form, self.cfg.requested_token_type)
-        return credential_from(resp, caller, self.client.cfg.issuer or endpoint)
+        key = new_dpop_key() if self.cfg.dpop else None
+        resp = await self.client.request(form, self.cfg.requested_token_type, key)
+        return credential_from(resp, caller, self.client.cfg.issuer or endpoint, key)
 
 
 class ClientCredentialsExchanger:
@@ -437,5 +484,6 @@ class ClientCredentialsExchanger:
             form["client_assertion_type"] = JWT_BEARER_ASSERTION
             form["client_assertion"] = self.client.mint_assertion(
                 caller.identity, self.client.assertion_audience(endpoint))
-        resp = await self.client.request(form, None)
-        return credential_from(resp, caller, self.client.cfg.issuer or "sts")
+        key = new_dpop_key() if self.cfg.dpop else None
+        resp = await self.client.request(form, None, key)
+        return credential_from(resp, caller, self.client.cfg.issuer or "sts", key)

@@ -460,3 +460,46 @@ rules:
     finally:
         await gw.stop()
         await sts.stop()
+
+
+async def test_dpop_bound_token_with_one_nonce_retry(
+    tmp_path: Path, pki: Pki, upstream: Upstream, sts: FakeSts
+) -> None:
+    """dpop: true -> the token request carries a proof; `use_dpop_nonce` is retried once;
+    the upstream gets `Authorization: DPoP` and a fresh proof bound to the token's cnf.jkt."""
+    from gateway.authn.dpop import DpopSettings, verify_proof
+    from gateway.keys import jwk_thumbprint
+
+    sts.mode = "dpop_nonce"
+    cert, key = pki.svid("caller", SUB)
+    gw = await gateway(tmp_path, pki, upstream, sts)
+    pol = (tmp_path / "policy.yaml").read_text().replace(
+        "  spiffe-client:", "  dpop-bound:\n"
+        "    exchange: {type: sts, sts: corp, subject: gateway_token,"
+        " audience: https://orders.example, dpop: true}\n"
+        "    inject: [{type: dpop}]\n  spiffe-client:").replace(
+        "  - {id: plain,", "  - {id: dpop, destination: {path_prefix: /dpop/}, action: exchange,"
+        " profile: dpop-bound}\n  - {id: plain,")
+    (tmp_path / "policy.yaml").write_text(pol)
+    assert await gw.gateway.reload()
+    try:
+        url = f"https://127.0.0.1:{gw.gateway.ports['mtls']}/dpop/orders?x=1"
+        for _ in range(2):
+            async with aiohttp.ClientSession() as s, s.get(
+                url, ssl=pki.client_context(cert, key)
+            ) as r:
+                assert r.status == 200, await r.text()
+        assert sts.calls == 2  # the nonce challenge and the retry; then the cache
+        seen = upstream.seen[-1]
+        scheme, token = seen.header("authorization").split(" ", 1)
+        assert scheme == "DPoP"
+        proof = verify_proof(seen.header("dpop"), "GET",
+                             frozenset({f"{upstream.url}/dpop/orders"}), time.time(),
+                             DpopSettings(), access_token=token)
+        assert sts.verify(token, "https://orders.example")["cnf"]["jkt"] == proof.jkt
+        assert proof.jkt == jwk_thumbprint(proof.jwk)
+        # a bearer caller asking for the same: assurance upgrade, refused
+        status, body = await get(gw, "/dpop/y", svid())
+        assert status == 403 and body["reason"] == "policy.assurance_upgrade"
+    finally:
+        await gw.stop()

@@ -20,7 +20,8 @@ class FakeSts:
     """Issues ES256 access tokens; ``mode`` picks the behaviour of the next calls."""
 
     key: Key = field(default_factory=lambda: Key.es256("sts-1"))
-    mode: str = "ok"  # ok | slow | garbage | 500 | error:<code> | long | dpop | no_type
+    # ok | slow | garbage | 500 | error:<code> | long | dpop | no_type | dpop_nonce
+    mode: str = "ok"
     lifetime: int = 300
     delay: float = 0.0
     calls: int = 0
@@ -85,6 +86,20 @@ class FakeSts:
         if mode.startswith("error:"):
             return web.json_response({"error": mode[6:], "error_description":
                                       "secret internal detail SHOULD-NOT-LEAK"}, status=400)
+        cnf = None
+        if mode == "dpop_nonce":
+            proof = request.headers.get("DPoP")
+            if not proof:
+                return web.json_response({"error": "invalid_dpop_proof"}, status=400)
+            hdr = jwt.get_unverified_header(proof)
+            body_claims = jwt.decode(proof, jwt.PyJWK(hdr["jwk"]).key, algorithms=[hdr["alg"]])
+            if body_claims.get("nonce") != "server-nonce-1":
+                return web.json_response({"error": "use_dpop_nonce"}, status=400,
+                                         headers={"DPoP-Nonce": "server-nonce-1"})
+            assert body_claims["htm"] == "POST" and body_claims["htu"].endswith("/token")
+            from gateway.keys import jwk_thumbprint
+
+            cnf = {"jkt": jwk_thumbprint(hdr["jwk"])}
         sub = "unknown"
         if "subject_token" in form:
             sub = jwt.decode(str(form["subject_token"]), options={"verify_signature": False}
@@ -99,13 +114,15 @@ class FakeSts:
                   "jti": secrets.token_urlsafe(8)}
         if form.get("scope"):
             claims["scope"] = form["scope"]
+        if cnf:
+            claims["cnf"] = cnf
         if "actor_token" in form:
             act = jwt.decode(str(form["actor_token"]), options={"verify_signature": False})
             claims["act"] = {"sub": act["sub"]}
         token = jwt.encode(claims, self.key.private, algorithm="ES256",
                            headers={"kid": self.key.kid, "typ": "at+jwt"})
         body: dict[str, Any] = {"access_token": token, "token_type":
-                                "DPoP" if mode == "dpop" else "Bearer",
+                                "DPoP" if mode in ("dpop", "dpop_nonce") else "Bearer",
                                 "expires_in": lifetime}
         if mode != "no_type":
             body["issued_token_type"] = "urn:ietf:params:oauth:token-type:access_token"

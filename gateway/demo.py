@@ -13,15 +13,18 @@ import asyncio
 import json
 import shlex
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import jwt
 from aiohttp import web
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from gateway.ca import CertificateAuthority
 from gateway.cli import serve
+from gateway.keys import SigningKey
 from gateway.proxy.listener import Gateway
 
 TRUST_DOMAIN = "demo.example"
@@ -51,7 +54,13 @@ routes:
     timeouts: {{connect: 2, read: 10}}
 trust_domains:
   {td}:
-    x509_bundle: ca.pem
+    x509_bundle: ca.pem             # X509-SVIDs
+    jwks: jwt-bundle.json           # JWT-SVIDs
+authentication:
+  audiences: [spiffe://{td}/egress-gateway]
+token_endpoint:                     # RFC 8693 for workloads that ask explicitly
+  listener: mtls
+  path: /token
 issuer:
   issuer: https://gateway.{td}
   keys:
@@ -82,10 +91,22 @@ rules:
   - id: frontend-calls-orders
     caller:
       identity: {frontend}
+      methods: [mtls, bearer]       # its X509-SVID, or its JWT-SVID
+    destination:
+      route: [orders, forward-proxy]
+      path_prefix: /api/
+      methods: [GET, POST]
+    action: exchange
+    profile: orders-api
+
+  - id: frontend-asks-for-orders-tokens
+    caller:
+      identity: {frontend}
       methods: [mtls]
     destination:
-      route: orders
-      methods: [GET, POST]
+      route: token-endpoint
+      host: 127.0.0.1
+      port: {upstream_port}
     action: exchange
     profile: orders-api
 
@@ -148,6 +169,14 @@ def prepare(state: Path, args: argparse.Namespace) -> dict[str, Any]:
 
     (state / "issuer.key").unlink(missing_ok=True)
     load_or_create_key(state / "issuer.key")
+    # The trust domain's JWT-SVID key, and a one-hour JWT-SVID for the frontend.
+    jwt_key = SigningKey.from_private_key(ec.generate_private_key(ec.SECP256R1()), "demo-jwt-1")
+    (state / "jwt-bundle.json").write_text(json.dumps({"keys": [jwt_key.public_jwk]}))
+    now = int(time.time())
+    svid = jwt.encode({"sub": FRONTEND, "aud": f"spiffe://{TRUST_DOMAIN}/egress-gateway",
+                       "iat": now, "exp": now + 3600}, jwt_key.private_key, algorithm="ES256",
+                      headers={"kid": jwt_key.kid, "typ": "JWT"})
+    (state / "frontend.jwt").write_text(svid)
     values = dict(port=args.port, proxy_port=args.proxy_port, admin_port=args.admin_port,
                   upstream_port=args.upstream_port, td=TRUST_DOMAIN, frontend=FRONTEND)
     (state / "gateway.yaml").write_text(CONFIG.format(**values))
@@ -163,6 +192,14 @@ def commands(state: Path, v: dict[str, Any]) -> list[tuple[str, str]]:
          "access token, injected",
          f"curl -sS --cacert {q('ca.pem')} --cert {q('frontend.pem')} --key {q('frontend.key')} "
          f"{base}/api/orders"),
+        ("frontend with its JWT-SVID (a bearer token) through the forward proxy: verified, "
+         "exchanged, injected; the upstream sees the gateway's token, never the SVID",
+         f"curl -sS -x http://127.0.0.1:{v['proxy_port']} -H \"Authorization: Bearer $(cat "
+         f"{q('frontend.jwt')})\" http://127.0.0.1:{v['upstream_port']}/api/orders"),
+        ("frontend asks the gateway's RFC 8693 token endpoint for a token (mTLS client auth)",
+         f"curl -sS --cacert {q('ca.pem')} --cert {q('frontend.pem')} --key "
+         f"{q('frontend.key')} -d grant_type=urn:ietf:params:oauth:grant-type:token-exchange "
+         f"-d resource=http://127.0.0.1:{v['upstream_port']}/api {base}/token"),
         ("batch has a valid SVID but no rule allows it: 403 with reason policy.denied",
          f"curl -sS --cacert {q('ca.pem')} --cert {q('batch.pem')} --key {q('batch.key')} "
          f"{base}/api/orders"),

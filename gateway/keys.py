@@ -24,6 +24,11 @@ def b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
+def sha256_b64url(value: str) -> str:
+    """``b64url(SHA-256(ASCII(value)))``: WPT ``wth``/``ath``/``tth``, DPoP ``ath``."""
+    return b64url(hashlib.sha256(value.encode("ascii", "surrogateescape")).digest())
+
+
 def _int_b64(n: int, length: int | None = None) -> str:
     length = length or (n.bit_length() + 7) // 8
     return b64url(n.to_bytes(length, "big"))
@@ -127,3 +132,56 @@ def load_or_create_key(path: Path) -> PrivateKey:
 
 def jwks(keys: list[SigningKey]) -> dict[str, Any]:
     return {"keys": [k.public_jwk for k in keys]}
+
+
+class RotatingKeys:
+    """Issuer keys in a state directory, rotated on a fixed schedule with an overlap.
+
+    Time is cut into slots of ``period`` seconds; slot ``k``'s key signs from ``k * period``. It
+    is created and published ``overlap`` seconds earlier, so a verifier that refreshes its JWKS
+    at least once per ``overlap`` never meets an unknown ``kid``; the previous slot's key stays
+    published for a whole period after it stops signing, so tokens it signed keep verifying.
+    Slot numbers name the files, and a file is created by linking a finished temporary file
+    into place, so worker processes racing to create the same key all end up with one.
+    """
+
+    def __init__(self, directory: Path, period: float, overlap: float, clock: Any) -> None:
+        if not 0 < overlap < period:
+            raise ValueError("rotation overlap must be shorter than the period")
+        self.dir = directory
+        self.period = period
+        self.overlap = overlap
+        self.clock = clock
+
+    def slot(self, now: float | None = None) -> int:
+        return int((self.clock.now() if now is None else now) // self.period)
+
+    def _key(self, slot: int) -> SigningKey:
+        path = self.dir / f"issuer-slot-{slot}.pem"
+        if not path.exists():
+            self.dir.mkdir(parents=True, exist_ok=True)
+            tmp = self.dir / f".issuer-slot-{slot}.{os.getpid()}.tmp"
+            write_private_key(tmp, ec.generate_private_key(ec.SECP256R1()))
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                pass  # another worker made it first: use theirs
+            finally:
+                tmp.unlink(missing_ok=True)
+        # kid = RFC 7638 thumbprint: a state directory lost and regenerated never reuses a kid
+        # for a different key, so a verifier's cached JWKS cannot pick the wrong one.
+        return SigningKey.from_private_key(load_private_key(path))
+
+    def current(self) -> tuple[SigningKey, list[SigningKey]]:
+        """(the signing key, every published key with the signing key first)."""
+        now = self.clock.now()
+        k = self.slot(now)
+        signing = self._key(k)
+        published = [signing, self._key(k - 1)]
+        if self.slot(now + self.overlap) > k:
+            published.append(self._key(k + 1))  # the next key, published before it signs
+        for old in self.dir.glob("issuer-slot-*.pem"):
+            n = int(old.stem.rsplit("-", 1)[1])
+            if n < k - 1:
+                old.unlink(missing_ok=True)
+        return signing, published

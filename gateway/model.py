@@ -117,6 +117,8 @@ class Credential:
     issuer: str
     claims_carried: tuple[str, ...] = ()
     claims_dropped: tuple[str, ...] = ()
+    # The private key a proof-bound credential we minted is bound to (WIT cnf); never logged.
+    proof_key: Any = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,6 +25,7 @@ from gateway.authn.jwks import KeySource, RemoteKeySource, StaticKeySource
 from gateway.authn.mtls import MtlsAuthenticator, XfccAuthenticator, load_bundle
 from gateway.authn.replay import InMemoryReplayCache, ReplayCache
 from gateway.authn.request import normalize_uri
+from gateway.authn.txn import TxnTokenVerifier
 from gateway.authn.wit import TrustDomainKeys, WitAuthenticator
 from gateway.clock import Clock
 from gateway.config.load import LoadedConfig
@@ -47,8 +48,11 @@ from gateway.exchange.sts import (
 )
 from gateway.inject.base import Injector
 from gateway.inject.bearer import BearerInjector
+from gateway.inject.dpop import DpopInjector
 from gateway.inject.header import HeaderInjector
-from gateway.keys import SigningKey, load_or_create_key, load_private_key
+from gateway.inject.txn import TxnTokenInjector
+from gateway.inject.wimse import WimseInjector
+from gateway.keys import RotatingKeys, SigningKey, load_or_create_key, load_private_key
 from gateway.policy.load import Policy, PolicyContext, load_policy
 
 
@@ -94,15 +98,17 @@ class ProfileRuntime:
 
 # Explicit registries: config `type:` -> builder. No import-time discovery.
 ExchangerBuilder = Callable[["Builder", str, ProfileConfig, Any], Exchanger]
-InjectorBuilder = Callable[[Any], Injector]
+InjectorBuilder = Callable[[Any, Clock], Injector]
 
 
 def _build_issuer_exchanger(b: Builder, name: str, prof: ProfileConfig, cfg: Any) -> Exchanger:
     assert isinstance(cfg, IssuerExchangeConfig)
     if not b.signing_keys or b.issuer_url is None:
         raise ConfigError([Problem("policy", None, f"profiles.{name}", "no issuer configured")])
+    issuer = b.loaded.config.issuer
     return IssuerExchanger(cfg, b.issuer_url, b.signing_keys[0], b.client_id, b.clock,
-                           on_behalf_of=prof.on_behalf_of)
+                           on_behalf_of=prof.on_behalf_of,
+                           workload_identity=issuer.workload_identity if issuer else None)
 
 
 def _minter(b: Builder) -> GatewayTokenMinter | None:
@@ -126,8 +132,11 @@ EXCHANGERS: dict[str, ExchangerBuilder] = {
 }
 
 INJECTORS: dict[str, InjectorBuilder] = {
-    "bearer": lambda cfg: BearerInjector(),
-    "header": lambda cfg: HeaderInjector(cfg.name, cfg.prefix),
+    "bearer": lambda cfg, clock: BearerInjector(),
+    "header": lambda cfg, clock: HeaderInjector(cfg.name, cfg.prefix),
+    "wimse": lambda cfg, clock: WimseInjector(clock, cfg.wpt_lifetime),
+    "txn_token": lambda cfg, clock: TxnTokenInjector(),
+    "dpop": lambda cfg, clock: DpopInjector(clock),
 }
 _ = (BearerInjectConfig, HeaderInjectConfig)  # the config shapes these builders take
 
@@ -179,6 +188,7 @@ class Runtime:
     ssl_contexts: dict[str, ssl.SSLContext]  # tls_key -> context, one pool each
     token_services: dict[str, TokenServiceClient] = field(default_factory=dict)
     jwt_verifier: JwtVerifier | None = None
+    txn_verifier: TxnTokenVerifier | None = None
 
     async def close(self) -> None:
         """Release what this version holds (STS connections); called after a reload."""
@@ -213,10 +223,16 @@ class Runtime:
         return None
 
 
-def _signing_keys(lc: LoadedConfig) -> list[SigningKey]:
+def _signing_keys(lc: LoadedConfig, clock: Clock) -> list[SigningKey]:
+    """The signing key first, then every other published key."""
     issuer = lc.config.issuer
     if issuer is None:
         return []
+    if issuer.rotation and not issuer.keys:
+        assert issuer.state_dir is not None
+        _, published = RotatingKeys(lc.path(issuer.state_dir), issuer.rotation.period,
+                                    issuer.rotation.overlap, clock).current()
+        return published
     if issuer.keys:
         return [
             SigningKey.from_private_key(load_private_key(lc.path(k.file)), k.kid)
@@ -299,7 +315,7 @@ def build_runtime(lc: LoadedConfig, clock: Clock, replay: ReplayCache | None = N
         raise ConfigError([Problem(str(lc.file), None, "trust_domains",
                                    f"unreadable x509_bundle: {exc}")]) from None
     try:
-        keys = _signing_keys(lc)
+        keys = _signing_keys(lc, clock)
     except (ValueError, OSError) as exc:
         raise ConfigError([Problem(str(lc.file), None, "issuer.keys",
                                    f"unusable key: {exc}")]) from None
@@ -343,7 +359,7 @@ def build_runtime(lc: LoadedConfig, clock: Clock, replay: ReplayCache | None = N
     profiles: dict[str, ProfileRuntime] = {}
     for name, prof in policy.profiles.items():
         exchanger = EXCHANGERS[prof.exchange.type](builder, name, prof, prof.exchange)
-        injectors = tuple(INJECTORS[i.type](i) for i in prof.inject)
+        injectors = tuple(INJECTORS[i.type](i, clock) for i in prof.inject)
         fp = hashlib.sha256(prof.model_dump_json().encode()).hexdigest()[:16]
         profiles[name] = ProfileRuntime(name, prof, exchanger, injectors, fp)
 
@@ -362,7 +378,27 @@ def build_runtime(lc: LoadedConfig, clock: Clock, replay: ReplayCache | None = N
         ssl_contexts=ssl_contexts,
         token_services=builder.token_services,
         jwt_verifier=jwt_verifier,
+        txn_verifier=_txn_verifier(lc, clock, keys),
     )
+
+
+def _txn_verifier(lc: LoadedConfig, clock: Clock, keys: list[SigningKey]
+                  ) -> TxnTokenVerifier | None:
+    a = lc.config.authentication
+    if not a.txn_token_audiences:
+        return None
+    sources: dict[str, KeySource] = {}
+    if lc.config.issuer and keys:
+        from gateway.authn.jwks import KeySet
+
+        sources[lc.config.issuer.issuer] = StaticKeySource(KeySet(
+            {"keys": [k.public_jwk for k in keys]}))
+    for j, ic in enumerate(a.issuers):
+        src = _key_source(lc, clock, f"authentication.issuers[{j}]", ic.jwks, ic.jwks_url,
+                          ic.jwks_ca, ic.jwks_min_refresh)
+        if src is not None:
+            sources[ic.issuer] = src
+    return TxnTokenVerifier(sources, frozenset(a.txn_token_audiences))
 
 
 def _route(r: RouteConfig, settings: Callable[..., UpstreamSettings]) -> Route:

@@ -16,10 +16,10 @@ from gateway.authn.bearer import JwtVerifier
 from gateway.authn.jose import check_alg, key_from_jwk, numeric, parse_jws, typ_is
 from gateway.authn.jose import verify_signature as jws_verify
 from gateway.authn.replay import ReplayCache
-from gateway.authn.request import normalize_uri, sha256_b64url, single_header
+from gateway.authn.request import normalize_uri, single_header
 from gateway.clock import Clock
 from gateway.errors import AuthnError, Reason
-from gateway.keys import jwk_thumbprint
+from gateway.keys import jwk_thumbprint, sha256_b64url
 from gateway.model import AuthnMethod, Caller, Inbound
 
 

@@ -6,12 +6,9 @@ after RFC 3986 6.2.2/6.2.3 normalisation, without query and fragment.
 
 from __future__ import annotations
 
-import hashlib
-
 from yarl import URL
 
 from gateway.errors import AuthnError, Reason
-from gateway.keys import b64url
 from gateway.model import Inbound
 
 MAX_CREDENTIAL_HEADER = 8192
@@ -31,10 +28,6 @@ def single_header(inbound: Inbound, name: str, *, status: int | None = None,
         raise AuthnError(Reason.AUTHN_TOO_LARGE, f"{name} header too large",
                          status_override=status, challenge=challenge)
     return value
-
-
-def sha256_b64url(value: str) -> str:
-    return b64url(hashlib.sha256(value.encode("ascii", "surrogateescape")).digest())
 
 
 def normalize_uri(value: str) -> str | None:

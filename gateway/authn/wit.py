@@ -28,10 +28,10 @@ from gateway.authn.jose import (
 )
 from gateway.authn.jwks import KeySource
 from gateway.authn.replay import ReplayCache
-from gateway.authn.request import normalize_uri, sha256_b64url, single_header
+from gateway.authn.request import normalize_uri, single_header
 from gateway.clock import Clock
 from gateway.errors import AuthnError, Reason
-from gateway.keys import jwk_thumbprint
+from gateway.keys import jwk_thumbprint, sha256_b64url
 from gateway.model import AuthnMethod, Caller, Inbound
 
 STATUS = 400  # WIMSE: 400, not 401 (no WWW-Authenticate scheme is defined)

@@ -152,6 +152,14 @@ def _meaning_problems(lc: LoadedConfig) -> list[Problem]:
             need_file(("issuer", "keys", j, "file"), key.file)
         if not cfg.issuer.keys and not cfg.issuer.state_dir:
             problems.append(doc.problem(("issuer",), "needs keys or a state_dir to keep one in"))
+        rot = cfg.issuer.rotation
+        if rot is not None:
+            if cfg.issuer.keys or not cfg.issuer.state_dir:
+                problems.append(doc.problem(("issuer", "rotation"), "rotation manages keys in "
+                                            "state_dir (remove `keys`)"))
+            if rot.overlap >= rot.period:
+                problems.append(doc.problem(("issuer", "rotation", "overlap"),
+                                            "must be shorter than the period"))
 
     for name, ts in cfg.token_services.items():
         where = ("token_services", name)

@@ -106,6 +106,12 @@ class IssuerKeyConfig(Strict):
     kid: str | None = None
 
 
+class IssuerRotationConfig(Strict):
+    period: float = Field(86400.0, ge=60, description="Seconds each key signs")
+    overlap: float = Field(3600.0, gt=0, description="Seconds a key is published before it "
+                           "signs; verifiers must refresh their JWKS at least this often")
+
+
 class IssuerConfig(Strict):
     issuer: str = Field(description="`iss` of tokens minted by the gateway")
     keys: list[IssuerKeyConfig] = Field(
@@ -115,6 +121,12 @@ class IssuerConfig(Strict):
     state_dir: str | None = Field(
         None, description="Generate an ES256 key here when `keys` is empty"
     )
+    rotation: IssuerRotationConfig | None = Field(
+        None, description="Rotate state_dir keys on a schedule, publishing each key before "
+        "it signs")
+    workload_identity: str | None = Field(
+        None, description="The gateway's own workload identifier (WITs it mints for itself, "
+        "`req_wl` of transaction tokens)")
 
 
 class ClientAuthConfig(Strict):
@@ -216,6 +228,11 @@ class AuthenticationConfig(Strict):
     dpop: DpopConfig = DpopConfig()
     max_wpt_lifetime: float = Field(300.0, gt=0, le=3600)
     replay_cache_entries: int = Field(200_000, ge=1000)
+    txn_token_audiences: list[str] = Field(
+        default_factory=list,
+        description="Trust domains whose incoming Txn-Tokens are verified and offered to "
+        "policy as the `txn_token` claim (signed by this gateway's issuer keys or an issuer "
+        "under `issuers`); empty: Txn-Tokens pass through unread")
     trusted_proxies: list[str] = Field(
         default_factory=list,
         description="Peer addresses whose X-Forwarded-Client-Cert is believed (a mesh "

@@ -88,15 +88,28 @@ class RuleConfig(Strict):
 
 class IssuerExchangeConfig(Strict):
     type: Literal["issuer"]
-    token: Literal["access_token"] = Field(
-        "access_token", description="What to mint: an RFC 9068 access token (at+jwt)"
-    )
-    audience: str | None = Field(None, description="`aud`; default: the upstream origin")
-    scope: str | None = None
+    token: Literal["access_token", "wit", "txn_token"] = Field(
+        "access_token",
+        description="What to mint: an RFC 9068 access token (at+jwt), a WIMSE Workload "
+        "Identity Token with a fresh key for the next hop (inject with `wimse`), or an OAuth "
+        "transaction token (inject with `txn_token`)")
+    audience: str | None = Field(
+        None, description="`aud`; default: the upstream origin (access_token), the caller's "
+        "trust domain (txn_token)")
+    scope: str | None = Field(None, description="access_token scope; txn_token purpose")
     lifetime: int = Field(300, ge=1, le=86400, description="Seconds, capped by the caller's")
+    identity: Literal["caller", "gateway"] = Field(
+        "caller", description="wit: whose identity the WIT names; `gateway` puts the caller "
+        "in `act`")
     carry_claims: list[str] = Field(
         default_factory=list, description="Caller claims copied into the minted token"
     )
+
+    @model_validator(mode="after")
+    def _txn_needs_scope(self) -> IssuerExchangeConfig:
+        if self.token == "txn_token" and not self.scope:
+            raise ValueError("a transaction token needs a scope (its purpose)")
+        return self
 
 
 class StsExchangeConfig(Strict):
@@ -113,6 +126,8 @@ class StsExchangeConfig(Strict):
     requested_token_type: str | None = Field(
         None, description="e.g. urn:ietf:params:oauth:token-type:access_token")
     lifetime: int = Field(300, ge=1, le=86400, description="Longest credential wanted")
+    dpop: bool = Field(False, description="Ask for a DPoP-bound token (RFC 9449 5) with a "
+                       "fresh key; inject it with `dpop`")
 
 
 class ClientCredentialsExchangeConfig(Strict):
@@ -125,6 +140,7 @@ class ClientCredentialsExchangeConfig(Strict):
     resource: str | None = None
     scope: str | None = None
     lifetime: int = Field(300, ge=1, le=86400)
+    dpop: bool = Field(False, description="Ask for a DPoP-bound token; inject it with `dpop`")
 
 
 ExchangeConfig = Annotated[
@@ -150,7 +166,26 @@ class HeaderInjectConfig(Strict):
         return v
 
 
-InjectConfig = Annotated[BearerInjectConfig | HeaderInjectConfig, Field(discriminator="type")]
+class WimseInjectConfig(Strict):
+    type: Literal["wimse"] = Field(description="Workload-Identity-Token + a fresh "
+                                   "Workload-Proof-Token per request (needs token: wit)")
+    wpt_lifetime: int = Field(60, ge=1, le=300)
+
+
+class DpopInjectConfig(Strict):
+    type: Literal["dpop"] = Field(description="Authorization: DPoP <token> plus a fresh DPoP "
+                                  "proof per request (needs a DPoP-bound token: dpop: true)")
+
+
+class TxnTokenInjectConfig(Strict):
+    type: Literal["txn_token"] = Field(description="Txn-Token header (needs token: txn_token)")
+
+
+InjectConfig = Annotated[
+    BearerInjectConfig | HeaderInjectConfig | WimseInjectConfig | TxnTokenInjectConfig
+    | DpopInjectConfig,
+    Field(discriminator="type"),
+]
 
 
 class ProfileConfig(Strict):

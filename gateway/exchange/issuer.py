@@ -1,13 +1,21 @@
-"""The gateway's own issuer: RFC 9068 JWT access tokens (``typ: at+jwt``) for a destination.
+"""The gateway's own issuer: tokens it mints and signs itself.
 
-Used when the destination trusts the gateway's JWKS directly, so no STS round trip is needed.
+- RFC 9068 JWT access tokens (``typ: at+jwt``) for destinations that trust the gateway's JWKS;
+- WIMSE Workload Identity Tokens (draft-ietf-wimse-workload-creds 5.1) for the next hop, with a
+  fresh key bound in ``cnf`` (the injector proves possession with a WPT per request);
+- OAuth transaction tokens (draft-ietf-oauth-transaction-tokens): one ``txn`` id follows the
+  request end to end; when the caller brought a verified Txn-Token its ``txn`` and ``tctx`` are
+  kept, so the chain of custody is not broken at the gateway.
 """
 
 from __future__ import annotations
 
 import secrets
+import uuid
+from typing import Any
 
 import jwt
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from gateway.clock import Clock
 from gateway.config.policy import IssuerExchangeConfig
@@ -16,10 +24,12 @@ from gateway.keys import SigningKey
 from gateway.model import Caller, Credential, Destination
 
 ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
+WIT_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:wit"  # no registered URI yet (see note)
+TXN_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:txn_token"
 
 
 class IssuerExchanger:
-    """Mints an audience-scoped access token signed with the gateway's current key."""
+    """Mints a token signed with the gateway's current key."""
 
     kind = "issuer"
 
@@ -31,6 +41,7 @@ class IssuerExchanger:
         client_id: str,
         clock: Clock,
         on_behalf_of: bool = False,
+        workload_identity: str | None = None,
     ) -> None:
         self.cfg = cfg
         self.issuer = issuer
@@ -38,12 +49,23 @@ class IssuerExchanger:
         self.client_id = client_id
         self.clock = clock
         self.on_behalf_of = on_behalf_of
+        self.workload_identity = workload_identity
 
-    def audience(self, dest: Destination) -> str:
-        return self.cfg.audience or dest.origin
+    def audience(self, dest: Destination, caller: Caller | None = None) -> str:
+        if self.cfg.audience:
+            return self.cfg.audience
+        if self.cfg.token == "txn_token" and caller is not None and caller.trust_domain:
+            return caller.trust_domain
+        return dest.origin
 
     def cache_key(self, caller: Caller, dest: Destination) -> tuple[str, ...]:
-        return (self.audience(dest), self.cfg.scope or "")
+        key = (self.audience(dest, caller), self.cfg.scope or "")
+        if self.cfg.token == "txn_token":
+            # one transaction token per transaction, never shared across them
+            txn = caller.claims.get("txn_token")
+            return (*key, str(txn.get("txn")) if isinstance(txn, dict) else "new:" +
+                    secrets.token_hex(8))
+        return key
 
     async def exchange(self, caller: Caller, dest: Destination, max_lifetime: float) -> Credential:
         if not caller.identity:
@@ -53,40 +75,67 @@ class IssuerExchanger:
             raise ExchangeError(Reason.EXCHANGE_FAILED, "caller credential about to expire")
         now = int(self.clock.now())
         jti = secrets.token_urlsafe(16)
-        claims: dict[str, object] = {
-            "iss": self.issuer,
-            "sub": caller.identity,
-            "aud": self.audience(dest),
-            "iat": now,
-            "nbf": now,
-            "exp": now + lifetime,
-            "jti": jti,
+        mint = {"access_token": self._access_token, "wit": self._wit,
+                "txn_token": self._txn_token}[self.cfg.token]
+        claims, headers, token_type, kind, proof_key = mint(caller, dest, now, lifetime, jti)
+        carried = [k for k in ("sub",) if k in claims]
+        for name in self.cfg.carry_claims:
+            if name in caller.claims and name not in claims:
+                claims[name] = caller.claims[name]
+                carried.append(name)
+        dropped = tuple(sorted(set(caller.claims) - set(carried) - {"sub", "txn_token"}))
+        token = jwt.encode(claims, self.key.private_key, algorithm=self.key.alg,
+                           headers={**headers, "kid": self.key.kid})
+        return Credential(
+            token=token, token_type=token_type, issued_token_type=kind,
+            expires_at=float(claims["exp"]), proof_of_possession=proof_key is not None,
+            token_id=jti, issuer=self.issuer, claims_carried=tuple(carried),
+            claims_dropped=dropped, proof_key=proof_key,
+        )
+
+    def _access_token(self, caller: Caller, dest: Destination, now: int, lifetime: int,
+                      jti: str) -> tuple[dict[str, Any], dict[str, str], str, str, None]:
+        claims: dict[str, Any] = {
+            "iss": self.issuer, "sub": caller.identity, "aud": self.audience(dest),
+            "iat": now, "nbf": now, "exp": now + lifetime, "jti": jti,
             "client_id": self.client_id,
         }
         if self.cfg.scope:
             claims["scope"] = self.cfg.scope
         if self.on_behalf_of:
             claims["act"] = {"sub": self.client_id}
-        carried = []
-        for name in self.cfg.carry_claims:
-            if name in caller.claims and name not in claims:
-                claims[name] = caller.claims[name]
-                carried.append(name)
-        dropped = tuple(sorted(set(caller.claims) - set(carried) - {"sub"}))
-        token = jwt.encode(
-            claims,
-            self.key.private_key,
-            algorithm=self.key.alg,
-            headers={"typ": "at+jwt", "kid": self.key.kid},
-        )
-        return Credential(
-            token=token,
-            token_type="Bearer",
-            issued_token_type=ACCESS_TOKEN_TYPE,
-            expires_at=float(now + lifetime),
-            proof_of_possession=False,
-            token_id=jti,
-            issuer=self.issuer,
-            claims_carried=("sub", *carried),
-            claims_dropped=dropped,
-        )
+        return claims, {"typ": "at+jwt"}, "Bearer", ACCESS_TOKEN_TYPE, None
+
+    def _wit(self, caller: Caller, dest: Destination, now: int, lifetime: int,
+             jti: str) -> tuple[dict[str, Any], dict[str, str], str, str, SigningKey]:
+        key = SigningKey.from_private_key(ec.generate_private_key(ec.SECP256R1()))
+        sub = caller.identity
+        claims: dict[str, Any] = {"iss": self.issuer, "iat": now, "exp": now + lifetime,
+                                  "jti": jti,
+                                  "cnf": {"jwk": {**{k: v for k, v in key.public_jwk.items()
+                                                     if k in ("kty", "crv", "x", "y")},
+                                                  "alg": key.alg}}}
+        if self.cfg.identity == "gateway":
+            if not self.workload_identity:
+                raise ExchangeError(Reason.EXCHANGE_FAILED, "issuer.workload_identity unset")
+            sub = self.workload_identity
+            claims["act"] = {"sub": caller.identity}
+        claims["sub"] = sub
+        return claims, {"typ": "wit+jwt"}, "N_A", WIT_TOKEN_TYPE, key
+
+    def _txn_token(self, caller: Caller, dest: Destination, now: int, lifetime: int,
+                   jti: str) -> tuple[dict[str, Any], dict[str, str], str, str, None]:
+        inbound = caller.claims.get("txn_token")
+        inbound = inbound if isinstance(inbound, dict) else {}
+        claims: dict[str, Any] = {
+            "iss": self.issuer, "iat": now, "exp": now + lifetime, "jti": jti,
+            "aud": self.audience(dest, caller),
+            # the transaction keeps its id and its immutable context across hops
+            "txn": inbound.get("txn") or str(uuid.uuid4()),
+            "sub": inbound.get("sub") or caller.identity,
+            "scope": self.cfg.scope,
+            "req_wl": self.workload_identity or self.client_id,
+            "tctx": inbound.get("tctx") or {},
+            "rctx": {"authn": caller.method.value, "caller": caller.identity},
+        }
+        return claims, {"typ": "txntoken+jwt"}, "N_A", TXN_TOKEN_TYPE, None

@@ -74,6 +74,21 @@ def _host_matcher(patterns: list[str]) -> Callable[[str], bool]:
     return match
 
 
+_MISSING = object()
+
+
+def _claim_at(claims: dict[str, Any], name: str) -> Any:
+    """A claim by name; dots reach into objects (`txn_token.tctx.entry`, `act.sub`)."""
+    if name in claims:
+        return claims[name]
+    node: Any = claims
+    for part in name.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return _MISSING
+        node = node[part]
+    return node
+
+
 def _claim_matches(actual: Any, wanted: Any) -> bool:
     wanted_values = _as_list(wanted)
     if isinstance(actual, list):
@@ -118,7 +133,8 @@ def compile_caller(m: CallerMatchConfig | None) -> list[Check]:
 
         def claims_check(c: Caller, d: Destination) -> str | None:
             for name, value in wanted.items():
-                if name not in c.claims or not _claim_matches(c.claims[name], value):
+                actual = _claim_at(c.claims, name)
+                if actual is _MISSING or not _claim_matches(actual, value):
                     return f"claim {name} does not match"
             return None
 

@@ -27,6 +27,7 @@ from gateway.config.load import LoadedConfig, load_config
 from gateway.config.source import ConfigError
 from gateway.errors import GatewayError, Reason, to_problem
 from gateway.exchange.cache import CredentialCache
+from gateway.keys import RotatingKeys
 from gateway.observe.audit import AuditLog
 from gateway.observe.metrics import Metrics
 from gateway.proxy import forward, pipeline, token_endpoint
@@ -72,6 +73,7 @@ class Gateway:
         self._tls: dict[str, ssl.SSLContext] = {}
         self._watch_task: asyncio.Task[None] | None = None
         self._flush_task: asyncio.Task[None] | None = None
+        self._rotate_task: asyncio.Task[None] | None = None
         self._mtimes: dict[Path, float] = {}
         self._retired: list[tuple[Runtime, asyncio.TimerHandle]] = []
         self._reload_lock = asyncio.Lock()
@@ -120,6 +122,8 @@ class Gateway:
         if cfg.policy.watch:
             self._watch_task = asyncio.create_task(self._watch())
         self._flush_task = asyncio.create_task(self._flush_audit())
+        if cfg.issuer and cfg.issuer.rotation:
+            self._rotate_task = asyncio.create_task(self._rotate_keys())
         self.ready = True
         # Everything built so far lives as long as the process: keep the collector off it.
         gc.collect()
@@ -128,6 +132,22 @@ class Gateway:
         gc.set_threshold(20_000, 20, 20)
         log.info("gateway ready: listeners %s, admin %s, policy %s", self.ports,
                  self.admin_port, rt.policy.digest)
+
+    async def _rotate_keys(self) -> None:
+        """Reload when the key schedule says a key starts being published or signing."""
+        while True:
+            rt = self.runtime
+            assert rt is not None and rt.config.issuer and rt.config.issuer.rotation
+            rot = rt.config.issuer.rotation
+            await asyncio.sleep(min(30.0, rot.overlap / 4))
+            lc = rt.loaded
+            assert rt.config.issuer.state_dir
+            keys = RotatingKeys(lc.path(rt.config.issuer.state_dir), rot.period, rot.overlap,
+                                self.clock)
+            _, published = await asyncio.to_thread(keys.current)
+            if [k.kid for k in published] != [k.kid for k in rt.signing_keys]:
+                log.info("issuer key schedule moved: reloading")
+                await self.reload()
 
     async def _flush_audit(self) -> None:
         while True:
@@ -156,6 +176,8 @@ class Gateway:
             await self.replay.close()
         if self._flush_task:
             self._flush_task.cancel()
+        if self._rotate_task:
+            self._rotate_task.cancel()
         if self.services:
             await self.services.cache.close()
             await self.services.pool.close()

@@ -6,6 +6,7 @@ metrics and writes exactly one audit line per request, in a ``finally``.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import os
@@ -131,6 +132,10 @@ async def handle(
         )
         try:
             caller = await rt.authn.authenticate(inbound)
+            if rt.txn_verifier is not None and rt.txn_verifier.present(inbound):
+                txn = await rt.txn_verifier.verify(inbound, svc.clock.now())
+                caller = dataclasses.replace(caller, claims={**caller.claims, "txn_token": txn})
+                rec["txn"] = txn["txn"]
         except AuthnError as exc:
             svc.metrics.authn_failures.labels(exc.reason.code).inc()
             raise

@@ -162,3 +162,38 @@ def test_reason_catalog_is_consistent() -> None:
         assert stage in {"request", "authn", "policy", "exchange", "upstream", "internal",
                          "unavailable"}
         assert 400 <= r["status"] < 600
+
+
+def test_rotating_keys_publish_before_they_sign(tmp_path: Path) -> None:
+    import jwt
+
+    from gateway.keys import RotatingKeys
+
+    clock = FrozenClock(10_000.0)  # slot 100 with a 100 s period
+    keys = RotatingKeys(tmp_path / "k", period=100, overlap=20, clock=clock)
+
+    def kid(slot: int) -> str:
+        return keys._key(slot).kid
+
+    signing, published = keys.current()
+    assert signing.kid == kid(100) and [k.kid for k in published] == [kid(100), kid(99)]
+    clock.advance(85)  # 15 s before the switch: the next key is published, not signing
+    signing, published = keys.current()
+    assert signing.kid == kid(100)
+    assert [k.kid for k in published] == [kid(100), kid(99), kid(101)]
+    snapshot = {k.kid: k for k in published}  # a verifier fetches the JWKS now
+    clock.advance(15)
+    signing, published = keys.current()
+    assert signing.kid == kid(101) and [k.kid for k in published] == [kid(101), kid(100)]
+    token = jwt.encode({"sub": "x"}, signing.private_key, algorithm="ES256",
+                       headers={"kid": signing.kid})
+    kid = jwt.get_unverified_header(token)["kid"]
+    pub = jwt.PyJWK(snapshot[kid].public_jwk).key  # the old snapshot knows the new key
+    assert jwt.decode(token, pub, algorithms=["ES256"])["sub"] == "x"
+    # the same slot gives the same key to every process; old slots are deleted
+    again = RotatingKeys(tmp_path / "k", period=100, overlap=20, clock=clock).current()[0]
+    assert again.public_jwk == signing.public_jwk
+    clock.advance(300)
+    keys.current()
+    assert sorted(p.name for p in (tmp_path / "k").glob("*.pem")) == [
+        "issuer-slot-103.pem", "issuer-slot-104.pem"]

@@ -11,11 +11,11 @@ from yarl import URL
 from gateway.authn.dpop import DpopSettings, verify_proof
 from gateway.authn.jwks import KeySet, StaticKeySource
 from gateway.authn.replay import InMemoryReplayCache
-from gateway.authn.request import normalize_uri, sha256_b64url
+from gateway.authn.request import normalize_uri
 from gateway.authn.wit import TrustDomainKeys, WitAuthenticator, verify_wit, verify_wpt
 from gateway.clock import FrozenClock
 from gateway.errors import AuthnError
-from gateway.keys import jwk_thumbprint
+from gateway.keys import jwk_thumbprint, sha256_b64url
 from gateway.model import Inbound
 from tests.conftest import SHARED
 

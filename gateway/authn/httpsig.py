@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import http_sf
-from http_message_signatures import HTTPMessageVerifier, algorithms
 from http_message_signatures.exceptions import HTTPMessageSignaturesException
 from http_sf.compat import InnerList, Item
 
@@ -29,12 +28,10 @@ from gateway.authn.request import normalize_uri, single_header
 from gateway.authn.wit import STATUS, WIT_HEADER, TrustDomainKeys, VerifiedWit, verify_wit
 from gateway.clock import Clock
 from gateway.errors import AuthnError, Reason
+from gateway.httpsig import ALWAYS, REQUIRED_PARAMS, TAG, WHEN_PRESENT, HeaderLines, Message
+from gateway.httpsig import BASE as _BASE
 from gateway.model import AuthnMethod, Caller, Inbound
 
-TAG = "wimse-workload-to-workload"
-ALWAYS = ("@method", "@request-target", "workload-identity-token")
-WHEN_PRESENT = ("content-type", "content-digest", "authorization", "txn-token")
-REQUIRED_PARAMS = ("created", "expires", "nonce", "tag", "wimse-aud")
 MAX_SIGNATURE_LIFETIME = 300.0
 DIGESTS = {"sha-256": hashlib.sha256, "sha-512": hashlib.sha512}
 
@@ -43,45 +40,6 @@ def _err(reason: Reason, detail: str) -> AuthnError:
     return AuthnError(reason, detail, status_override=STATUS)
 
 
-@dataclass
-class _Headers:
-    pairs: list[tuple[str, str]]
-
-    def items(self) -> list[tuple[str, str]]:
-        return self.pairs
-
-    def __iter__(self):  # type: ignore[no-untyped-def]
-        return iter(k for k, _ in self.pairs)
-
-    def __contains__(self, name: object) -> bool:
-        return any(k.lower() == str(name).lower() for k, _ in self.pairs)
-
-
-@dataclass
-class _Message:
-    """What the library's component resolver reads: method, absolute URL, header lines."""
-
-    method: str
-    url: str
-    headers: _Headers
-
-
-class _Base(HTTPMessageVerifier):
-    """Only the library's parsing and signature-base construction are used."""
-
-    def __init__(self) -> None:
-        super().__init__(signature_algorithm=algorithms.ED25519, key_resolver=None)
-
-    def parse(self, value: str) -> Any:
-        return self._parse_signature_dictionary(value)
-
-    def base(self, message: _Message, covered: list[Any], params: dict[str, Any]) -> str:
-        sig_base, _, _ = self._build_signature_base(
-            message, covered_component_ids=covered, signature_params=params)
-        return sig_base
-
-
-_BASE = _Base()
 
 
 @dataclass(frozen=True)
@@ -148,7 +106,7 @@ def verify_request_signature(
     if normalize_uri(params["wimse-aud"]) not in targets:
         raise _err(Reason.AUTHN_WRONG_AUDIENCE, "wimse-aud is not this request's target")
     try:
-        base = _BASE.base(_Message(method, url, _Headers(header_pairs)), list(sig_input),
+        base = _BASE.base(Message(method, url, HeaderLines(header_pairs)), list(sig_input),
                           sig_input.params)
     except (HTTPMessageSignaturesException, ValueError, KeyError):
         raise _err(Reason.AUTHN_MALFORMED, "cannot build the signature base") from None

@@ -8,7 +8,7 @@ from pathlib import Path
 PKG = Path(__file__).resolve().parents[2] / "gateway"
 
 LEVEL = {
-    "errors": 0, "clock": 0, "model": 0, "keys": 0, "ca": 0,
+    "errors": 0, "clock": 0, "model": 0, "keys": 0, "ca": 0, "httpsig": 0,
     "config": 1,
     "authn": 2, "policy": 2, "exchange": 2, "inject": 2, "observe": 2,
     "runtime": 3,

@@ -12,15 +12,12 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from http_message_signatures import HTTPMessageVerifier, algorithms
 from http_sf.compat import Item
 
-from gateway.authn.httpsig import (
-    _BASE,
-    _Headers,
-    _Message,
-    verify_content_digest,
-    verify_request_signature,
-)
+from gateway.authn.httpsig import verify_content_digest, verify_request_signature
 from gateway.authn.jose import Jws, key_from_jwk, verify_signature
 from gateway.errors import AuthnError
+from gateway.httpsig import BASE as _BASE
+from gateway.httpsig import HeaderLines as _Headers
+from gateway.httpsig import Message as _Message
 from tests.conftest import SHARED
 
 V = SHARED / "vectors"

@@ -1,0 +1,146 @@
+"""exchange x509 + inject mtls: the gateway issues a short-lived certificate for the caller's
+identity and presents it to an upstream that requires client certificates (a real TLS
+handshake, verified against the root; the gateway's intermediate travels in the chain)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import aiohttp
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import ExtendedKeyUsageOID
+
+from tests.conftest import Pki
+from tests.helpers.servers import start_gateway, start_upstream
+from tests.helpers.tokens import Key
+
+SUB = "spiffe://example.org/ns/shop/sa/frontend"
+GW_AUD = "spiffe://example.org/gw"
+
+POLICY = """
+profiles:
+  cert:
+    exchange: {type: x509, lifetime: 1800}
+    inject: [{type: mtls}]
+rules:
+  - {id: mtls-callers, destination: {path_prefix: /pop/}, caller: {methods: [mtls]},
+     action: exchange, profile: cert}
+  - {id: bearer-callers, destination: {path_prefix: /bearer/}, caller: {methods: [bearer]},
+     action: exchange, profile: cert}
+  - {id: bearer-upgraded, destination: {path_prefix: /upgrade/}, caller: {methods: [bearer]},
+     action: exchange, profile: cert, allow_assurance_upgrade: true}
+  - {id: default-deny, action: deny}
+"""
+
+
+def _write_ca(pki: Pki) -> tuple[Path, Path]:
+    inter = pki.ca.intermediate("example.org")
+    cert, key = pki.dir / "issuing-ca.pem", pki.dir / "issuing-ca.key"
+    cert.write_bytes(inter.cert.public_bytes(serialization.Encoding.PEM))
+    key.write_bytes(inter.key.private_bytes(serialization.Encoding.PEM,
+                                            serialization.PrivateFormat.PKCS8,
+                                            serialization.NoEncryption()))
+    return cert, key
+
+
+async def test_caller_certificate_presented_to_an_mtls_upstream(tmp_path: Path, pki: Pki) -> None:
+    ca_cert, ca_key = _write_ca(pki)
+    td = Key.es256("td")
+    (tmp_path / "td.jwks").write_text(json.dumps({"keys": [td.jwk]}))
+    up = await start_upstream(pki.server_context(require_client=True))
+    svid_cert, svid_key = pki.svid("frontend", SUB)
+    config = f"""
+listeners:
+  - name: main
+    port: 0
+    tls: {{cert: {pki.dir}/server.pem, key: {pki.dir}/server.key, client_cert: optional}}
+routes:
+  - name: api
+    upstream: "{up.url}"
+    tls: {{ca: {pki.ca_file}}}
+trust_domains:
+  example.org: {{x509_bundle: {pki.ca_file}, jwks: td.jwks}}
+authentication: {{audiences: [{GW_AUD}]}}
+issuer:
+  issuer: https://gw.example.org
+  keys: [{{file: {pki.dir}/issuer.key}}]
+  ca: {{cert: {ca_cert}, key: {ca_key}}}
+admin: null
+policy: {{files: [policy.yaml], watch: false}}
+"""
+    gw = await start_gateway(tmp_path, config, POLICY)
+    try:
+        async with aiohttp.ClientSession() as s:
+            ctx = pki.client_context(svid_cert, svid_key)
+            for _ in range(2):
+                async with s.get(gw.url() + "/pop/orders", ssl=ctx) as r:
+                    assert r.status == 200, await r.text()
+            first, second = up.seen[-2].tls_client_cert, up.seen[-1].tls_client_cert
+            assert first is not None and first == second  # cached, one certificate per caller
+            leaf = x509.load_der_x509_certificate(first)
+            sans = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+            assert sans.get_values_for_type(x509.UniformResourceIdentifier) == [SUB]
+            eku = leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+            assert list(eku) == [ExtendedKeyUsageOID.CLIENT_AUTH]
+            assert not leaf.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+            assert leaf.issuer.rfc4514_string().endswith("intermediate CA")
+            svid_exp = x509.load_pem_x509_certificate(svid_cert.read_bytes()).not_valid_after_utc
+            assert leaf.not_valid_after_utc <= svid_exp  # never outlives the caller's SVID
+            assert leaf.not_valid_after_utc.timestamp() <= time.time() + 1800 + 5
+
+            # A bearer caller's credential would be upgraded to a key-bound one: refused...
+            short = td.sign({"sub": SUB, "aud": GW_AUD, "exp": int(time.time()) + 600,
+                             "team": "shop"})
+            auth = {"Authorization": f"Bearer {short}"}
+            async with s.get(gw.url() + "/bearer/x", ssl=pki.client_context(), headers=auth) as r:
+                assert r.status == 403
+                assert (await r.json())["reason"] == "policy.assurance_upgrade"
+            # ...unless the rule says so, and then it lives no longer than the bearer token.
+            async with s.get(gw.url() + "/upgrade/x", ssl=pki.client_context(),
+                             headers=auth) as r:
+                assert r.status == 200, await r.text()
+            leaf = x509.load_der_x509_certificate(up.seen[-1].tls_client_cert)
+            assert leaf.not_valid_after_utc.timestamp() <= time.time() + 600 + 2
+        rec = [x for x in gw.audit.records if x.get("rule") == "bearer-upgraded"][-1]
+        ex = rec["exchange"]
+        assert ex["out"]["type"] == "urn:wimse-gateway:token-type:x509-svid"
+        assert ex["client_certificate"] == ex["out"]["jti"]
+        assert ex["claims_carried"] == ["sub"] and "team" in ex["claims_dropped"]
+        assert ex["lifetime_granted"] <= ex["caller_remaining"] + 1
+        assert "BEGIN" not in "\n".join(gw.audit.lines)  # neither certificate nor key
+    finally:
+        await gw.stop()
+        await up.close()
+
+
+async def test_certificate_needs_an_https_upstream(tmp_path: Path, pki: Pki) -> None:
+    ca_cert, ca_key = _write_ca(pki)
+    up = await start_upstream()
+    svid_cert, svid_key = pki.svid("frontend", SUB)
+    config = f"""
+listeners:
+  - name: main
+    port: 0
+    tls: {{cert: {pki.dir}/server.pem, key: {pki.dir}/server.key, client_cert: optional}}
+routes: [{{name: api, upstream: "{up.url}"}}]
+trust_domains: {{example.org: {{x509_bundle: {pki.ca_file}}}}}
+issuer:
+  issuer: https://gw.example.org
+  keys: [{{file: {pki.dir}/issuer.key}}]
+  ca: {{cert: {ca_cert}, key: {ca_key}}}
+admin: null
+policy: {{files: [policy.yaml], watch: false}}
+"""
+    gw = await start_gateway(tmp_path, config, POLICY)
+    try:
+        async with aiohttp.ClientSession() as s, s.get(
+                gw.url() + "/pop/x", ssl=pki.client_context(svid_cert, svid_key)) as r:
+            assert r.status == 502
+            assert (await r.json())["reason"] == "exchange.failed"
+        assert up.seen == []
+    finally:
+        await gw.stop()
+        await up.close()

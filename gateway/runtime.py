@@ -8,14 +8,19 @@ the previous runtime keeps serving.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
+import os
 import ssl
+import tempfile
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from gateway.authn.base import Authenticator, AuthenticatorChain
 from gateway.authn.bearer import BearerAuthenticator, IssuerKeys, JwtVerifier
@@ -37,6 +42,8 @@ from gateway.config.policy import (
     ProfileConfig,
 )
 from gateway.config.source import ConfigError, Problem
+from gateway.errors import ExchangeError, Reason
+from gateway.exchange.aws import AwsExchanger
 from gateway.exchange.base import Exchanger
 from gateway.exchange.issuer import IssuerExchanger
 from gateway.exchange.sts import (
@@ -46,10 +53,14 @@ from gateway.exchange.sts import (
     StsObserver,
     TokenServiceClient,
 )
-from gateway.inject.base import Injector
+from gateway.exchange.x509 import X509Exchanger
+from gateway.inject.base import ClientCertificate, Injector
 from gateway.inject.bearer import BearerInjector
 from gateway.inject.dpop import DpopInjector
 from gateway.inject.header import HeaderInjector
+from gateway.inject.httpsig import HttpSigInjector
+from gateway.inject.mtls import MtlsInjector
+from gateway.inject.sigv4 import SigV4Injector
 from gateway.inject.txn import TxnTokenInjector
 from gateway.inject.wimse import WimseInjector
 from gateway.keys import RotatingKeys, SigningKey, load_or_create_key, load_private_key
@@ -64,6 +75,17 @@ class UpstreamSettings:
     ssl_context: ssl.SSLContext | None
     server_name: str | None
     tls_key: str
+    # Builds the same TLS settings plus a client certificate (the mTLS injector's).
+    client_context: Callable[[ClientCertificate], ssl.SSLContext] | None = field(
+        default=None, repr=False, compare=False)
+
+    def with_client_certificate(self, cert: ClientCertificate, dest: Any) -> UpstreamSettings:
+        """These settings presenting ``cert``, in a connection pool of their own."""
+        if dest.scheme != "https" or self.client_context is None:
+            raise ExchangeError(Reason.EXCHANGE_FAILED, "a client certificate needs an https "
+                                "upstream (set upgrade_tls on the rule, or an https route)")
+        return UpstreamSettings(self.timeouts, self.client_context(cert), self.server_name,
+                                f"{self.tls_key}|{cert.pool_key}")
 
 
 @dataclass(frozen=True)
@@ -95,6 +117,10 @@ class ProfileRuntime:
     injectors: tuple[Injector, ...]
     fingerprint: str  # changes when the profile's config changes, so caches do not mix versions
 
+    @property
+    def needs_body(self) -> bool:
+        return any(i.needs_body for i in self.injectors)
+
 
 # Explicit registries: config `type:` -> builder. No import-time discovery.
 ExchangerBuilder = Callable[["Builder", str, ProfileConfig, Any], Exchanger]
@@ -125,10 +151,41 @@ def _build_cc_exchanger(b: Builder, name: str, prof: ProfileConfig, cfg: Any) ->
     return ClientCredentialsExchanger(cfg, b.token_services[cfg.sts])
 
 
+def _build_x509_exchanger(b: Builder, name: str, prof: ProfileConfig, cfg: Any) -> Exchanger:
+    issuer = b.loaded.config.issuer
+    if issuer is None or issuer.ca is None:
+        raise ConfigError([Problem("policy", None, f"profiles.{name}",
+                                   "exchange x509 needs issuer.ca in the gateway config")])
+    lc = b.loaded
+    try:
+        chain = x509.load_pem_x509_certificates(lc.path(issuer.ca.cert).read_bytes())
+        key = load_private_key(lc.path(issuer.ca.key))
+    except (OSError, ValueError) as exc:
+        raise ConfigError([Problem(str(lc.file), None, "issuer.ca",
+                                   f"unusable CA files: {exc}")]) from None
+    spki = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    if chain[0].public_key().public_bytes(*spki) != key.public_key().public_bytes(*spki):
+        raise ConfigError([Problem(str(lc.file), None, "issuer.ca",
+                                   "the key does not belong to the first certificate")])
+    return X509Exchanger(cfg, chain, key, b.clock)
+
+
+def _build_aws_exchanger(b: Builder, name: str, prof: ProfileConfig, cfg: Any) -> Exchanger:
+    if importlib.util.find_spec("botocore") is None:
+        raise ConfigError([Problem("policy", None, f"profiles.{name}", "exchange aws needs "
+                                   "botocore: pip install 'wimse-gateway[aws]'")])
+    if cfg.web_identity == "gateway_token" and _minter(b) is None:
+        raise ConfigError([Problem("policy", None, f"profiles.{name}",
+                                   "web_identity gateway_token needs an issuer")])
+    return AwsExchanger(cfg, b.clock, _minter(b))
+
+
 EXCHANGERS: dict[str, ExchangerBuilder] = {
     "issuer": _build_issuer_exchanger,
     "sts": _build_sts_exchanger,
     "client_credentials": _build_cc_exchanger,
+    "x509": _build_x509_exchanger,
+    "aws": _build_aws_exchanger,
 }
 
 INJECTORS: dict[str, InjectorBuilder] = {
@@ -137,12 +194,23 @@ INJECTORS: dict[str, InjectorBuilder] = {
     "wimse": lambda cfg, clock: WimseInjector(clock, cfg.wpt_lifetime),
     "txn_token": lambda cfg, clock: TxnTokenInjector(),
     "dpop": lambda cfg, clock: DpopInjector(clock),
+    "httpsig": lambda cfg, clock: HttpSigInjector(clock, cfg.lifetime),
+    "mtls": lambda cfg, clock: MtlsInjector(),
+    "aws_sigv4": lambda cfg, clock: SigV4Injector(cfg.service, cfg.region,
+                                                  cfg.payload == "signed"),
 }
 _ = (BearerInjectConfig, HeaderInjectConfig)  # the config shapes these builders take
 
 
-def client_ssl_context(lc: LoadedConfig, tls: UpstreamTlsConfig | None) -> ssl.SSLContext:
-    """A TLS client context for upstream connections (origination and mTLS)."""
+def client_ssl_context(
+    lc: LoadedConfig, tls: UpstreamTlsConfig | None, client: ClientCertificate | None = None
+) -> ssl.SSLContext:
+    """A TLS client context for upstream connections (origination and mTLS).
+
+    ``client`` (a certificate the gateway issued for this caller) replaces the route's own
+    client certificate. The ssl module loads keys only from files, so it goes through a
+    private temporary directory that is removed before this returns.
+    """
     if tls and tls.ca:
         ctx = ssl.create_default_context(cafile=str(lc.path(tls.ca)))
     else:
@@ -150,10 +218,40 @@ def client_ssl_context(lc: LoadedConfig, tls: UpstreamTlsConfig | None) -> ssl.S
     if tls and not tls.verify:
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
-    if tls and tls.client_cert and tls.client_key:
+    if client is not None:
+        with tempfile.TemporaryDirectory(prefix="wimse-cert-") as tmp:  # mode 0700
+            chain, key = Path(tmp) / "chain.pem", Path(tmp) / "key.pem"
+            fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(client.private_key.private_bytes(
+                    serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                    serialization.NoEncryption()))
+            chain.write_bytes(client.chain_pem)
+            ctx.load_cert_chain(str(chain), str(key))
+    elif tls and tls.client_cert and tls.client_key:
         ctx.load_cert_chain(str(lc.path(tls.client_cert)), str(lc.path(tls.client_key)))
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     return ctx
+
+
+class _ClientContexts:
+    """TLS contexts with a caller's certificate, built once per certificate (LRU-bounded)."""
+
+    def __init__(self, lc: LoadedConfig, tls: UpstreamTlsConfig | None, size: int = 1024) -> None:
+        self.lc = lc
+        self.tls = tls
+        self.size = size
+        self._ctx: OrderedDict[str, ssl.SSLContext] = OrderedDict()
+
+    def __call__(self, cert: ClientCertificate) -> ssl.SSLContext:
+        ctx = self._ctx.get(cert.pool_key)
+        if ctx is None:
+            ctx = self._ctx[cert.pool_key] = client_ssl_context(self.lc, self.tls, cert)
+            while len(self._ctx) > self.size:
+                self._ctx.popitem(last=False)
+        else:
+            self._ctx.move_to_end(cert.pool_key)
+        return ctx
 
 
 def _tls_key(lc: LoadedConfig, tls: UpstreamTlsConfig | None) -> str:
@@ -333,6 +431,7 @@ def build_runtime(lc: LoadedConfig, clock: Clock, replay: ReplayCache | None = N
                       cfg.gateway_name)
 
     ssl_contexts: dict[str, ssl.SSLContext] = {}
+    client_contexts: dict[str, _ClientContexts] = {}
     for name, ts in cfg.token_services.items():
         try:
             ctx = client_ssl_context(lc, ts.tls)
@@ -350,8 +449,10 @@ def build_runtime(lc: LoadedConfig, clock: Clock, replay: ReplayCache | None = N
             except (ssl.SSLError, OSError) as exc:
                 raise ConfigError([Problem(str(lc.file), None, "tls", f"unusable TLS files: "
                                            f"{exc}")]) from None
+        if key not in client_contexts:
+            client_contexts[key] = _ClientContexts(lc, tls)
         return UpstreamSettings(timeouts, ssl_contexts[key], tls.server_name if tls else None,
-                                key)
+                                key, client_contexts[key])
 
     routes = tuple(_route(r, settings) for r in cfg.routes)
     forward = settings(cfg.forward_proxy.timeouts, cfg.forward_proxy.tls)

@@ -112,6 +112,13 @@ class IssuerRotationConfig(Strict):
                            "signs; verifiers must refresh their JWKS at least this often")
 
 
+class IssuerCaConfig(Strict):
+    cert: str = Field(description="PEM: the issuing (intermediate) CA certificate, followed by "
+                      "any further intermediates up to but not including the root; sent as "
+                      "the chain of every certificate issued")
+    key: str = Field(description="PEM private key of the issuing CA")
+
+
 class IssuerConfig(Strict):
     issuer: str = Field(description="`iss` of tokens minted by the gateway")
     keys: list[IssuerKeyConfig] = Field(
@@ -127,6 +134,8 @@ class IssuerConfig(Strict):
     workload_identity: str | None = Field(
         None, description="The gateway's own workload identifier (WITs it mints for itself, "
         "`req_wl` of transaction tokens)")
+    ca: IssuerCaConfig | None = Field(
+        None, description="Intermediate CA for short-lived client certificates (exchange x509)")
 
 
 class ClientAuthConfig(Strict):

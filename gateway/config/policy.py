@@ -143,8 +143,33 @@ class ClientCredentialsExchangeConfig(Strict):
     dpop: bool = Field(False, description="Ask for a DPoP-bound token; inject it with `dpop`")
 
 
+class X509ExchangeConfig(Strict):
+    type: Literal["x509"] = Field(description="A short-lived client certificate for the "
+                                  "caller's identifier, from `issuer.ca`; inject with `mtls`")
+    lifetime: int = Field(3600, ge=60, le=86400, description="Seconds, capped by the caller's")
+    min_lifetime: int = Field(
+        60, ge=1, description="Refuse (policy.lifetime_extension) when the caller's remaining "
+        "lifetime leaves less than this")
+
+
+class AwsExchangeConfig(Strict):
+    type: Literal["aws"] = Field(description="AWS STS AssumeRoleWithWebIdentity; inject with "
+                                 "`aws_sigv4`")
+    role_arn: str = Field(pattern=r"^arn:aws[\w-]*:iam::\d{12}:role/.+$")
+    region: str = Field("us-east-1", min_length=1)
+    endpoint: str | None = Field(None, description="STS endpoint URL; default: AWS's own")
+    web_identity: Literal["caller_token", "gateway_token"] = Field(
+        "caller_token", description="The caller's own JWT (e.g. a JWT-SVID), or one the "
+        "gateway mints for the verified caller with `audience`")
+    audience: str = Field("sts.amazonaws.com", description="aud of a minted web identity token")
+    lifetime: int = Field(3600, ge=900, le=43200,
+                          description="DurationSeconds wanted; capped by the caller's lifetime")
+    timeout: float = Field(5.0, gt=0, le=60)
+
+
 ExchangeConfig = Annotated[
-    IssuerExchangeConfig | StsExchangeConfig | ClientCredentialsExchangeConfig,
+    IssuerExchangeConfig | StsExchangeConfig | ClientCredentialsExchangeConfig
+    | X509ExchangeConfig | AwsExchangeConfig,
     Field(discriminator="type"),
 ]
 
@@ -181,11 +206,51 @@ class TxnTokenInjectConfig(Strict):
     type: Literal["txn_token"] = Field(description="Txn-Token header (needs token: txn_token)")
 
 
+class HttpSigInjectConfig(Strict):
+    type: Literal["httpsig"] = Field(description="Workload-Identity-Token + a WIMSE HTTP "
+                                     "Message Signature of the request (needs token: wit)")
+    lifetime: int = Field(60, ge=1, le=300, description="Signature `expires` - `created`")
+
+
+class MtlsInjectConfig(Strict):
+    type: Literal["mtls"] = Field(description="Present the certificate from `exchange: x509` "
+                                  "on the upstream TLS connection")
+
+
+class SigV4InjectConfig(Strict):
+    type: Literal["aws_sigv4"] = Field(description="AWS Signature Version 4 with the "
+                                       "credentials from `exchange: aws`")
+    service: str = Field(min_length=1, description="e.g. s3, execute-api, sqs")
+    region: str = Field("us-east-1", min_length=1)
+    payload: Literal["signed", "unsigned"] = Field(
+        "signed", description="signed: hash the body (read whole, bounded); unsigned: "
+        "UNSIGNED-PAYLOAD, body streamed (S3 only)")
+
+    @model_validator(mode="after")
+    def _unsigned_is_s3(self) -> SigV4InjectConfig:
+        if self.payload == "unsigned" and self.service != "s3":
+            raise ValueError("an unsigned payload is accepted by S3 only")
+        return self
+
+
 InjectConfig = Annotated[
     BearerInjectConfig | HeaderInjectConfig | WimseInjectConfig | TxnTokenInjectConfig
-    | DpopInjectConfig,
+    | DpopInjectConfig | HttpSigInjectConfig | MtlsInjectConfig | SigV4InjectConfig,
     Field(discriminator="type"),
 ]
+
+# What each injector needs from the exchange; a mismatch is a policy error at load time.
+_INJECT_NEEDS = {
+    "wimse": ("a WIT", lambda e: e.type == "issuer" and e.token == "wit"),
+    "httpsig": ("a WIT", lambda e: e.type == "issuer" and e.token == "wit"),
+    "txn_token": ("a transaction token", lambda e: e.type == "issuer" and e.token == "txn_token"),
+    "dpop": ("a DPoP-bound token", lambda e: getattr(e, "dpop", False)),
+    "mtls": ("a certificate", lambda e: e.type == "x509"),
+    "aws_sigv4": ("AWS credentials", lambda e: e.type == "aws"),
+    "bearer": ("a bearer token", lambda e: e.type not in ("x509", "aws")
+               and not getattr(e, "dpop", False)),
+    "header": ("a token", lambda e: e.type not in ("x509", "aws")),
+}
 
 
 class ProfileConfig(Strict):
@@ -195,6 +260,15 @@ class ProfileConfig(Strict):
     on_behalf_of: bool = Field(
         False, description="The gateway acts for the caller (RFC 8693 `act`); must be declared"
     )
+
+    @model_validator(mode="after")
+    def _injectors_fit_exchange(self) -> ProfileConfig:
+        for inj in self.inject:
+            what, fits = _INJECT_NEEDS[inj.type]
+            if not fits(self.exchange):
+                raise ValueError(f"inject {inj.type} needs {what}, which exchange type "
+                                 f"{self.exchange.type} does not produce")
+        return self
 
 
 class PolicyFileConfig(Strict):

@@ -6,21 +6,23 @@ from __future__ import annotations
 import secrets
 
 import jwt
-from multidict import CIMultiDict
 
 from gateway.clock import Clock
 from gateway.errors import ExchangeError, Reason
+from gateway.inject.base import Outgoing
 from gateway.keys import sha256_b64url
-from gateway.model import Credential, Destination
+from gateway.model import Credential
 
 
 class DpopInjector:
     kind = "dpop"
+    needs_body = False
 
     def __init__(self, clock: Clock) -> None:
         self.clock = clock
 
-    def inject(self, headers: CIMultiDict[str], credential: Credential, dest: Destination) -> None:
+    def inject(self, out: Outgoing, credential: Credential) -> None:
+        headers, dest = out.headers, out.dest
         key = credential.proof_key
         if key is None or credential.token_type != "DPoP":
             raise ExchangeError(Reason.EXCHANGE_FAILED, "the dpop injector needs a DPoP-bound "

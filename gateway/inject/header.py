@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from multidict import CIMultiDict
-
-from gateway.model import Credential, Destination
+from gateway.inject.base import Outgoing
+from gateway.model import Credential
 
 
 class HeaderInjector:
     kind = "header"
+    needs_body = False
 
     def __init__(self, name: str, prefix: str = "") -> None:
         self.name = name
         self.prefix = prefix
 
-    def inject(self, headers: CIMultiDict[str], credential: Credential, dest: Destination) -> None:
+    def inject(self, out: Outgoing, credential: Credential) -> None:
+        headers = out.headers
         headers[self.name] = self.prefix + credential.token

@@ -3,14 +3,15 @@
 
 from __future__ import annotations
 
-from multidict import CIMultiDict
-
-from gateway.model import Credential, Destination
+from gateway.inject.base import Outgoing
+from gateway.model import Credential
 
 
 class TxnTokenInjector:
     kind = "txn_token"
+    needs_body = False
 
-    def inject(self, headers: CIMultiDict[str], credential: Credential, dest: Destination) -> None:
+    def inject(self, out: Outgoing, credential: Credential) -> None:
+        headers = out.headers
         headers.popall("Txn-Token", None)
         headers["Txn-Token"] = credential.token

@@ -10,22 +10,24 @@ from __future__ import annotations
 import secrets
 
 import jwt
-from multidict import CIMultiDict
 
 from gateway.clock import Clock
 from gateway.errors import ExchangeError, Reason
+from gateway.inject.base import Outgoing
 from gateway.keys import sha256_b64url
-from gateway.model import Credential, Destination
+from gateway.model import Credential
 
 
 class WimseInjector:
     kind = "wimse"
+    needs_body = False
 
     def __init__(self, clock: Clock, wpt_lifetime: int = 60) -> None:
         self.clock = clock
         self.wpt_lifetime = wpt_lifetime
 
-    def inject(self, headers: CIMultiDict[str], credential: Credential, dest: Destination) -> None:
+    def inject(self, out: Outgoing, credential: Credential) -> None:
+        headers, dest = out.headers, out.dest
         key = credential.proof_key
         if key is None:
             raise ExchangeError(Reason.EXCHANGE_FAILED, "the wimse injector needs a WIT "

@@ -22,7 +22,7 @@ from gateway.clock import Clock
 from gateway.config.models import ListenerConfig
 from gateway.errors import AuthnError, GatewayError, PolicyError, Reason, RequestError
 from gateway.exchange.cache import CredentialCache
-from gateway.inject.base import strip_caller_credentials
+from gateway.inject.base import Outgoing, strip_caller_credentials
 from gateway.model import Action, Caller, Credential, Decision, Destination, Inbound
 from gateway.observe.audit import AuditLog
 from gateway.observe.metrics import Metrics
@@ -170,11 +170,21 @@ async def handle(
             rec["profile"] = prof.name
             cred = await exchange(svc, caller, dest, decision, prof)
             rec["exchange"] = exchange_record(svc, caller, cred)
+            # Proof-bound injectors sign what leaves, so every other header is set first.
+            _set_forwarding_headers(request, headers, dest, via_token, request_id)
+            out = Outgoing(headers, dest)
+            if prof.needs_body:
+                out.body = await buffered.read()
             for injector in prof.injectors:
-                injector.inject(headers, cred, dest)
+                injector.inject(out, cred)
             rec["injected"] = [i.kind for i in prof.injectors]
+            if out.notes:
+                rec["exchange"].update(out.notes)
+            if out.client_certificate is not None:
+                settings = settings.with_client_certificate(out.client_certificate, dest)
+        else:
+            _set_forwarding_headers(request, headers, dest, via_token, request_id)
 
-        _set_forwarding_headers(request, headers, dest, via_token, request_id)
         body = forward.request_body(request, headers, cfg.limits.max_request_body_bytes,
                                     buffered)
         up_started = time.perf_counter()

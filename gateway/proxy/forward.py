@@ -6,7 +6,9 @@ back as they arrive, so a 50 MB upload costs a few 64 KiB buffers.
 
 from __future__ import annotations
 
+import asyncio
 import ssl
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -48,14 +50,39 @@ def end_to_end_headers(headers: CIMultiDictProxy[str]) -> CIMultiDict[str]:
 
 
 class UpstreamPool:
-    """One aiohttp ClientSession per TLS setting, so connections are reused per upstream."""
+    """One aiohttp ClientSession per TLS setting, so connections are reused per upstream.
 
-    def __init__(self, limit_per_host: int) -> None:
+    Settings with a caller's client certificate make a pool each; the least recently used
+    beyond ``max_sessions`` is closed after ``close_delay`` seconds, so requests still using
+    it can finish.
+    """
+
+    def __init__(self, limit_per_host: int, max_sessions: int = 1024,
+                 close_delay: float = 120.0) -> None:
         self.limit_per_host = limit_per_host
-        self._sessions: dict[str, aiohttp.ClientSession] = {}
+        self.max_sessions = max_sessions
+        self.close_delay = close_delay
+        self._sessions: OrderedDict[str, aiohttp.ClientSession] = OrderedDict()
+        self._closing: dict[asyncio.Task[None], aiohttp.ClientSession] = {}
+
+    def _evict(self) -> None:
+        while len(self._sessions) > self.max_sessions:
+            _key, old = self._sessions.popitem(last=False)
+
+            async def close_later(session: aiohttp.ClientSession = old) -> None:
+                await asyncio.sleep(self.close_delay)
+                await session.close()
+
+            task = asyncio.get_running_loop().create_task(close_later())
+            self._closing[task] = old
+            task.add_done_callback(lambda t: self._closing.pop(t, None))
 
     def session(self, settings: UpstreamSettings) -> aiohttp.ClientSession:
         s = self._sessions.get(settings.tls_key)
+        if s is not None and not s.closed:
+            if len(self._sessions) > 1:
+                self._sessions.move_to_end(settings.tls_key)
+            return s
         if s is None or s.closed:
             connector = aiohttp.TCPConnector(
                 limit=0,
@@ -72,9 +99,13 @@ class UpstreamPool:
                 trust_env=False,
             )
             self._sessions[settings.tls_key] = s
+            self._evict()
         return s
 
     async def close(self) -> None:
+        for t, retired in list(self._closing.items()):
+            t.cancel()
+            await retired.close()
         for s in self._sessions.values():
             await s.close()
         self._sessions.clear()

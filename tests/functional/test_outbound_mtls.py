@@ -144,3 +144,21 @@ policy: {{files: [policy.yaml], watch: false}}
     finally:
         await gw.stop()
         await up.close()
+
+
+async def test_pools_per_certificate_are_bounded() -> None:
+    """Many callers' certificates make many pools; the oldest are closed, not kept forever."""
+    import asyncio
+
+    from gateway.config.models import TimeoutsConfig
+    from gateway.proxy.forward import UpstreamPool
+    from gateway.runtime import UpstreamSettings
+
+    pool = UpstreamPool(4, max_sessions=3, close_delay=0.01)
+    sessions = [pool.session(UpstreamSettings(TimeoutsConfig(), None, None, f"k{i}"))
+                for i in range(5)]
+    assert pool.session(UpstreamSettings(TimeoutsConfig(), None, None, "k4")) is sessions[4]
+    await asyncio.sleep(0.05)
+    assert [s.closed for s in sessions] == [True, True, False, False, False]
+    await pool.close()
+    assert all(s.closed for s in sessions)

@@ -7,7 +7,6 @@ gateway's exchange is the last unchecked request and every S3 request after it i
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import socket
@@ -215,4 +214,22 @@ def test_session_names_fit_aws_rules() -> None:
     assert session_name("spiffe://x/ü ß") == "x-ü-ß" or len(session_name("spiffe://x/ü")) >= 2
 
 
-_ = asyncio
+
+
+async def test_unreachable_aws_sts_is_a_clear_503(tmp_path: Path) -> None:
+    td = Key.es256("td")
+    (tmp_path / "td.jwks").write_text(json.dumps({"keys": [td.jwk]}))
+    dead = f"http://127.0.0.1:{free_port()}"
+    arn = "arn:aws:iam::123456789012:role/shop-frontend"
+    gw = await start_gateway(tmp_path, _config(tmp_path, dead, dead), _policy(arn, dead))
+    try:
+        caller = _caller(td, 3600)
+        async with aiohttp.ClientSession() as s:
+            for _ in range(2):  # the second is answered from the remembered failure
+                async with s.get(f"{gw.url()}/{BUCKET}/x", headers=caller) as r:
+                    body = await r.json()
+                    assert r.status == 503, body
+                    assert body["reason"] == "exchange.sts_unavailable"
+                    assert "Bearer" not in json.dumps(body)
+    finally:
+        await gw.stop()

@@ -100,12 +100,16 @@ def describe_decision(rt: Runtime, decision: Decision) -> list[str]:
              + f" (rule {decision.rule_id})"]
     if decision.profile:
         prof = rt.policy.profiles[decision.profile]
-        ex = prof.exchange.model_dump(exclude_none=True)
-        kind = ex.pop("type")
-        details = ", ".join(f"{k}={v}" for k, v in ex.items() if v not in ([], None))
-        lines.append(f"  exchange: {kind} ({details})")
-        lines.append("  inject:   " + ", ".join(
-            i.type + (f" {i.name}" if getattr(i, "name", None) else "") for i in prof.inject))
+        for name in [*prof.include, decision.profile]:
+            step = rt.policy.profiles[name]
+            ex = step.exchange.model_dump(exclude_none=True)
+            kind = ex.pop("type")
+            details = ", ".join(f"{k}={v}" for k, v in ex.items() if v not in ([], None))
+            suffix = f"   [from included profile {name}]" if name != decision.profile else ""
+            lines.append(f"  exchange: {kind} ({details}){suffix}")
+            lines.append("  inject:   " + ", ".join(
+                i.type + (f" {i.name}" if getattr(i, "name", None) else "")
+                for i in step.inject) + suffix)
         if prof.on_behalf_of:
             lines.append("  on behalf of the caller (act claim)")
     if decision.upgrade_tls:

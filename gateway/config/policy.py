@@ -260,6 +260,9 @@ class ProfileConfig(Strict):
     on_behalf_of: bool = Field(
         False, description="The gateway acts for the caller (RFC 8693 `act`); must be declared"
     )
+    include: list[str] = Field(
+        default_factory=list, description="Profiles whose exchange and injections run first, in "
+        "order (e.g. a transaction token, then a WIT whose proof covers it); one level deep")
 
     @model_validator(mode="after")
     def _injectors_fit_exchange(self) -> ProfileConfig:

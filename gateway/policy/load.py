@@ -6,6 +6,7 @@ import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pydantic
 
@@ -176,6 +177,7 @@ def load_policy(files: Iterable[Path], ctx: PolicyContext) -> Policy:
     rule_docs: list[tuple[Document, int]] = []
     profiles: dict[str, ProfileConfig] = {}
     profile_where: dict[str, str] = {}
+    profile_doc: dict[str, Any] = {}
     paths = tuple(Path(f) for f in files)
 
     for path in paths:
@@ -203,6 +205,7 @@ def load_policy(files: Iterable[Path], ctx: PolicyContext) -> Policy:
                 continue
             profiles[name] = prof
             profile_where[name] = where
+            profile_doc[name] = doc
             ex = prof.exchange
             if (ex.type == "issuer" or getattr(ex, "subject", None) == "gateway_token"
                     or getattr(ex, "client_id", None) == "caller_identity") and not ctx.has_issuer:
@@ -219,6 +222,17 @@ def load_policy(files: Iterable[Path], ctx: PolicyContext) -> Policy:
             rules.append(compile_rule(rc, f"{doc.display}:{doc.line_of(('rules', i))}",
                                       len(rules)))
             rule_docs.append((doc, i))
+
+    for name, prof in profiles.items():
+        for j, inc in enumerate(prof.include):
+            where = ("profiles", name, "include", j)
+            if inc == name or inc not in profiles:
+                problems.append(profile_doc[name].problem(
+                    where, f"unknown or self-included profile {inc!r}"))
+            elif profiles[inc].include:
+                problems.append(profile_doc[name].problem(
+                    where, f"profile {inc!r} includes others itself; includes are one level "
+                    "deep"))
 
     seen_ids: dict[str, str] = {}
     catch_all_at: Rule | None = None

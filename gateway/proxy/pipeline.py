@@ -168,18 +168,25 @@ async def handle(
             assert decision.profile is not None
             prof = rt.profiles[decision.profile]
             rec["profile"] = prof.name
-            cred = await exchange(svc, caller, dest, decision, prof)
-            rec["exchange"] = exchange_record(svc, caller, cred)
+            steps = [rt.profiles[name] for name in prof.config.include] + [prof]
+            creds = [await exchange(svc, caller, dest, decision, p) for p in steps]
             # Proof-bound injectors sign what leaves, so every other header is set first.
             _set_forwarding_headers(request, headers, dest, via_token, request_id)
             out = Outgoing(headers, dest)
-            if prof.needs_body:
+            if any(p.needs_body for p in steps):
                 out.body = await buffered.read()
-            for injector in prof.injectors:
-                injector.inject(out, cred)
-            rec["injected"] = [i.kind for i in prof.injectors]
-            if out.notes:
-                rec["exchange"].update(out.notes)
+            rec["injected"] = []
+            records = []
+            for step, cred in zip(steps, creds, strict=True):
+                for injector in step.injectors:
+                    injector.inject(out, cred)
+                rec["injected"].extend(i.kind for i in step.injectors)
+                records.append({**exchange_record(svc, caller, cred), **out.notes})
+                out.notes = {}
+            rec["exchange"] = records[-1]
+            if len(steps) > 1:
+                rec["included"] = [{"profile": p.name, "exchange": r}
+                                   for p, r in zip(steps[:-1], records[:-1], strict=True)]
             if out.client_certificate is not None:
                 settings = settings.with_client_certificate(out.client_certificate, dest)
         else:

@@ -190,3 +190,56 @@ rules:
     finally:
         await gw.stop()
         await up.close()
+
+
+async def test_transaction_token_and_wit_on_one_request(tmp_path: Path, pki: Pki) -> None:
+    """A profile that includes another: the Txn-Token is injected first, then a WIT + WPT whose
+    `tth` covers it; the Node upstream checks both, and the audit line records both exchanges."""
+    cert, key = pki.svid("frontend", SUB)
+    admin_port = free_port()
+    env = {"JWKS_URL": f"http://127.0.0.1:{admin_port}/.well-known/jwks.json",
+           "TXN_AUDIENCE": "example.org"}
+    policy = """
+profiles:
+  txn:
+    exchange: {type: issuer, token: txn_token, scope: orders.read, lifetime: 60}
+    inject: [{type: txn_token}]
+  wit-with-txn:
+    include: [txn]
+    exchange: {type: issuer, token: wit, lifetime: 600}
+    inject: [{type: wimse}]
+rules:
+  - {id: both, caller: {methods: [mtls]}, action: exchange, profile: wit-with-txn}
+  - {id: default-deny, action: deny}
+"""
+    async with node_server("verifying_upstream.mjs", env) as up_port:
+        config = f"""
+listeners:
+  - name: mtls
+    port: 0
+    tls: {{cert: {pki.dir}/server.pem, key: {pki.dir}/server.key, client_cert: optional}}
+routes: [{{name: api, upstream: "http://127.0.0.1:{up_port}"}}]
+trust_domains: {{example.org: {{x509_bundle: {pki.ca_file}}}}}
+issuer:
+  issuer: https://gw.example.org
+  keys: [{{file: {pki.dir}/issuer.key}}]
+  workload_identity: spiffe://example.org/gateways/front
+admin: {{port: {admin_port}}}
+policy: {{files: [policy.yaml], watch: false}}
+"""
+        gw = await start_gateway(tmp_path, config, policy)
+        base = f"https://127.0.0.1:{gw.gateway.ports['mtls']}"
+        try:
+            async with aiohttp.ClientSession() as s, s.get(
+                    base + "/orders", ssl=pki.client_context(cert, key)) as r:
+                body = await r.json()
+                assert r.status == 200, body
+            assert body["txn"]["sub"] == SUB and body["wit"]["sub"] == SUB
+            assert body["wpt"]["tth"]  # checked against the Txn-Token by the upstream
+            rec = gw.audit.records[-1]
+            assert rec["injected"] == ["txn_token", "wimse"]
+            assert rec["included"][0]["profile"] == "txn"
+            assert rec["included"][0]["exchange"]["out"]["type"].endswith(":txn_token")
+            assert rec["exchange"]["out"]["type"].endswith(":wit")
+        finally:
+            await gw.stop()

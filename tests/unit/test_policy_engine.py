@@ -247,3 +247,32 @@ def test_guard_assurance_upgrade() -> None:
     guards.check_credential(bearer, Decision("r", Action.EXCHANGE, "p",
                                              allow_assurance_upgrade=True), cred(1000.0, True))
     guards.check_credential(caller(), d, cred(1000.0, pop=True))  # pop in, pop out: fine
+
+
+def test_profile_includes_and_injector_fit(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as exc:
+        policy(tmp_path, """
+        profiles:
+          a: {exchange: {type: issuer, token: txn_token, scope: s}, inject: [{type: txn_token}],
+              include: [b]}
+          b: {exchange: {type: issuer, token: wit}, inject: [{type: wimse}], include: [a]}
+          c: {exchange: {type: issuer}, inject: [{type: bearer}], include: [ghost, c]}
+        rules: [{id: z, action: deny}]
+        """)
+    text = str(exc.value)
+    assert "p.yaml:4: profiles.a.include[0]: profile 'b' includes others itself" in text
+    assert "unknown or self-included profile 'ghost'" in text
+    assert "unknown or self-included profile 'c'" in text
+    with pytest.raises(ConfigError, match="inject mtls needs a certificate"):
+        policy(tmp_path, """
+        profiles:
+          a: {exchange: {type: issuer}, inject: [{type: mtls}]}
+        rules: [{id: z, action: deny}]
+        """)
+    with pytest.raises(ConfigError, match="an unsigned payload is accepted by S3 only"):
+        policy(tmp_path, """
+        profiles:
+          a: {exchange: {type: aws, role_arn: "arn:aws:iam::123456789012:role/x"},
+              inject: [{type: aws_sigv4, service: sqs, payload: unsigned}]}
+        rules: [{id: z, action: deny}]
+        """)

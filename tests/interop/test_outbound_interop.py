@@ -243,3 +243,58 @@ policy: {{files: [policy.yaml], watch: false}}
             assert rec["exchange"]["out"]["type"].endswith(":wit")
         finally:
             await gw.stop()
+
+
+async def test_eddsa_issuer_key_verified_by_jose(tmp_path: Path) -> None:
+    """The issuer signs with an Ed25519 key from a file (EdDSA); npm jose verifies the at+jwt
+    against the gateway's published JWKS."""
+    import asyncio
+
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    from gateway.keys import write_private_key
+    from tests.helpers.servers import start_upstream
+    from tests.helpers.tokens import Key
+
+    write_private_key(tmp_path / "ed.key", ed25519.Ed25519PrivateKey.generate())
+    td = Key.es256("td")
+    (tmp_path / "td.jwks").write_text(json.dumps({"keys": [td.jwk]}))
+    up = await start_upstream()
+    config = f"""
+listeners: [{{name: main, port: 0}}]
+routes: [{{name: api, upstream: "{up.url}"}}]
+trust_domains: {{example.org: {{jwks: td.jwks}}}}
+authentication: {{audiences: [spiffe://example.org/gw]}}
+issuer: {{issuer: https://gw.example.org, keys: [{{file: ed.key}}]}}
+admin: {{port: 0}}
+policy: {{files: [policy.yaml], watch: false}}
+"""
+    policy = """
+profiles:
+  own: {exchange: {type: issuer, audience: https://api.example, lifetime: 60},
+        inject: [{type: bearer}]}
+rules:
+  - {id: own, caller: {methods: [bearer]}, action: exchange, profile: own}
+  - {id: default-deny, action: deny}
+"""
+    gw = await start_gateway(tmp_path, config, policy)
+    try:
+        import time
+
+        caller = td.sign({"sub": SUB, "aud": "spiffe://example.org/gw",
+                          "exp": int(time.time()) + 600})
+        async with aiohttp.ClientSession() as s, s.get(
+                gw.url() + "/x", headers={"Authorization": f"Bearer {caller}"}) as r:
+            assert r.status == 200, await r.text()
+        token = up.seen[-1].header("authorization")[7:]
+        proc = await asyncio.create_subprocess_exec(
+            "node", str(HERE / "verify_jwt.mjs"), gw.admin + "/.well-known/jwks.json", token,
+            "https://api.example", "https://gw.example.org", "at+jwt",
+            stdout=asyncio.subprocess.PIPE)
+        out, _ = await proc.communicate()
+        result = json.loads(out)
+        assert proc.returncode == 0, result
+        assert result["header"]["alg"] == "EdDSA" and result["payload"]["sub"] == SUB
+    finally:
+        await gw.stop()
+        await up.close()

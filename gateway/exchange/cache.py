@@ -23,7 +23,6 @@ Fetch = Callable[[], Awaitable[Credential]]
 @dataclass(slots=True)
 class _Entry:
     credential: Credential
-    fetched_at: float
     refresh_at: float
     refreshing: bool = False
 
@@ -123,7 +122,7 @@ class CredentialCache:
             self._inflight.pop(key, None)
         now = self.clock.now()
         lifetime = max(0.0, cred.expires_at - now)
-        self._entries[key] = _Entry(cred, now, now + lifetime * self.refresh_ahead)
+        self._entries[key] = _Entry(cred, now + lifetime * self.refresh_ahead)
         self._entries.move_to_end(key)
         self._failures.pop(key, None)
         while len(self._entries) > self.max_entries:

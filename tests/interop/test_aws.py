@@ -233,3 +233,30 @@ async def test_unreachable_aws_sts_is_a_clear_503(tmp_path: Path) -> None:
                     assert "Bearer" not in json.dumps(body)
     finally:
         await gw.stop()
+
+
+def test_minted_web_identity_token_names_the_caller(tmp_path: Path) -> None:
+    """web_identity: gateway_token presents a JWT the gateway signs for the verified caller,
+    with the configured audience and no longer life than the caller's credential."""
+    import jwt as pyjwt
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from gateway.clock import SystemClock
+    from gateway.config.policy import AwsExchangeConfig
+    from gateway.exchange.aws import AwsExchanger
+    from gateway.exchange.sts import GatewayTokenMinter
+    from gateway.keys import SigningKey
+    from gateway.model import AuthnMethod, Caller
+
+    key = SigningKey.from_private_key(ec.generate_private_key(ec.SECP256R1()))
+    minter = GatewayTokenMinter("https://gw.example.org", key, "gw", SystemClock())
+    cfg = AwsExchangeConfig(type="aws", role_arn="arn:aws:iam::123456789012:role/x",
+                            web_identity="gateway_token", audience="sts.amazonaws.com")
+    ex = AwsExchanger(cfg, SystemClock(), minter)
+    caller = Caller(identity=SUB, trust_domain="example.org", method=AuthnMethod.MTLS,
+                    proof_of_possession=True, expires_at=time.time() + 120)
+    token = ex.web_identity_token(caller, 1800)
+    claims = pyjwt.decode(token, key.private_key.public_key(), algorithms=["ES256"],
+                          audience="sts.amazonaws.com")
+    assert claims["sub"] == SUB and claims["iss"] == "https://gw.example.org"
+    assert claims["exp"] <= caller.expires_at

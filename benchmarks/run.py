@@ -301,12 +301,14 @@ profiles:
   own: {exchange: {type: issuer, audience: https://api.example}, inject: [{type: bearer}]}
   sts: {exchange: {type: sts, sts: local, subject: gateway_token, audience: https://api.example},
         inject: [{type: bearer}]}
+  sts-dpop: {exchange: {type: sts, sts: local, subject: gateway_token,
+             audience: https://api.example, dpop: true}, inject: [{type: dpop}]}
   sts-cold: {exchange: {type: sts, sts: local, subject: caller_token,
              audience: https://api.example}, inject: [{type: bearer}]}
 rules:
   - {id: fwd, destination: {path_prefix: /fwd}, action: forward}
   - {id: wit, destination: {path_prefix: /wit}, action: exchange, profile: sts}
-  - {id: dpop, destination: {path_prefix: /dpop}, action: exchange, profile: own}
+  - {id: dpop, destination: {path_prefix: /dpop}, action: exchange, profile: sts-dpop}
   - {id: sig, destination: {path_prefix: /sig}, action: exchange, profile: own}
   - {id: cold, destination: {path_prefix: /cold}, action: exchange, profile: sts-cold}
   - {id: default-deny, action: deny}
@@ -529,8 +531,8 @@ def main() -> int:
             if workers == 2:
                 feeds = [dpop_feed(work / f"dpop-{r}", per_round, as_key, dk,
                                    f"http://127.0.0.1:{up}/dpop") for r in range(args.rounds)]
-                h.measure("gateway DPoP in, cached bearer out", gw, base + "/dpop", 32, workers,
-                          feeds=feeds, lua=lua, pinned=False)
+                h.measure("gateway DPoP in, cached DPoP-bound STS token out", gw,
+                          base + "/dpop", 32, workers, feeds=feeds, lua=lua, pinned=False)
                 feeds = [sig_feed(work / f"sig-{r}", per_round // 2, td, wl,
                                   f"http://127.0.0.1:{up}/sig", "/sig") for r in
                          range(args.rounds)]

@@ -87,13 +87,14 @@ class FakeSts:
             return web.json_response({"error": mode[6:], "error_description":
                                       "secret internal detail SHOULD-NOT-LEAK"}, status=400)
         cnf = None
-        if mode == "dpop_nonce":
-            proof = request.headers.get("DPoP")
+        proof = request.headers.get("DPoP")
+        if mode == "dpop_nonce" or (mode == "ok" and proof):
+            # RFC 9449 5: a proof on the token request gets a token bound to its key.
             if not proof:
                 return web.json_response({"error": "invalid_dpop_proof"}, status=400)
             hdr = jwt.get_unverified_header(proof)
             body_claims = jwt.decode(proof, jwt.PyJWK(hdr["jwk"]).key, algorithms=[hdr["alg"]])
-            if body_claims.get("nonce") != "server-nonce-1":
+            if mode == "dpop_nonce" and body_claims.get("nonce") != "server-nonce-1":
                 return web.json_response({"error": "use_dpop_nonce"}, status=400,
                                          headers={"DPoP-Nonce": "server-nonce-1"})
             assert body_claims["htm"] == "POST" and body_claims["htu"].endswith("/token")
@@ -122,7 +123,7 @@ class FakeSts:
         token = jwt.encode(claims, self.key.private, algorithm="ES256",
                            headers={"kid": self.key.kid, "typ": "at+jwt"})
         body: dict[str, Any] = {"access_token": token, "token_type":
-                                "DPoP" if mode in ("dpop", "dpop_nonce") else "Bearer",
+                                "DPoP" if mode == "dpop" or cnf else "Bearer",
                                 "expires_in": lifetime}
         if mode != "no_type":
             body["issued_token_type"] = "urn:ietf:params:oauth:token-type:access_token"

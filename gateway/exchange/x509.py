@@ -89,7 +89,7 @@ class X509Exchanger:
             token=chain.decode("ascii"), token_type="N_A", issued_token_type=X509_TOKEN_TYPE,
             expires_at=not_after, proof_of_possession=True,
             token_id=f"x509:{serial:x}", issuer=self.issuer,
-            claims_carried=("sub",) if "sub" in claims else (),
+            claims_carried=("sub",),  # the identifier, as the certificate's URI SAN
             claims_dropped=tuple(sorted(claims - {"sub"})),
             proof_key=SigningKey.from_private_key(key),
         )

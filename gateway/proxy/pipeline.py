@@ -173,7 +173,7 @@ async def handle(
             # Proof-bound injectors sign what leaves, so every other header is set first.
             _set_forwarding_headers(request, headers, dest, via_token, request_id)
             out = Outgoing(headers, dest)
-            if any(p.needs_body for p in steps):
+            if request.body_exists and any(p.needs_body for p in steps):
                 out.body = await buffered.read()
             rec["injected"] = []
             records = []

@@ -196,6 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--proxy-port", type=int, default=8080, help="gateway plain HTTP listener")
     demo.add_argument("--admin-port", type=int, default=9901)
     demo.add_argument("--upstream-port", type=int, default=8081)
+    demo.add_argument("--partner-port", type=int, default=8082, help="sample mTLS upstream")
     demo.set_defaults(func=cmd_demo)
 
     policy = sub.add_parser("policy", help="explain and test policy decisions")

@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import json
 import shlex
+import ssl
 import tempfile
 import time
 from pathlib import Path
@@ -20,11 +21,12 @@ from typing import Any
 import aiohttp
 import jwt
 from aiohttp import web
+from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from gateway.ca import CertificateAuthority
 from gateway.cli import serve
-from gateway.keys import SigningKey
+from gateway.keys import SigningKey, write_private_key
 from gateway.proxy.listener import Gateway
 
 TRUST_DOMAIN = "demo.example"
@@ -52,6 +54,10 @@ routes:
     match: {{path_prefix: /api/}}
     upstream: http://127.0.0.1:{upstream_port}
     timeouts: {{connect: 2, read: 10}}
+  - name: partner                   # an API that takes mTLS client certificates only
+    match: {{path_prefix: /partner/}}
+    upstream: https://127.0.0.1:{partner_port}
+    tls: {{ca: ca.pem}}
 trust_domains:
   {td}:
     x509_bundle: ca.pem             # X509-SVIDs
@@ -65,6 +71,9 @@ issuer:
   issuer: https://gateway.{td}
   keys:
     - file: issuer.key
+  ca:                               # issues short-lived client certificates (exchange: x509)
+    cert: issuing-ca.pem
+    key: issuing-ca.key
 admin:
   address: 127.0.0.1
   port: {admin_port}
@@ -86,8 +95,24 @@ profiles:
       lifetime: 300
     inject:
       - type: bearer
+  partner-cert:
+    description: a 10-minute client certificate for the caller's SPIFFE ID, for mTLS
+    exchange:
+      type: x509
+      lifetime: 600
+    inject:
+      - type: mtls
 
 rules:
+  - id: frontend-calls-partner
+    caller:
+      identity: {frontend}
+      methods: [mtls]
+    destination:
+      route: partner
+    action: exchange
+    profile: partner-cert
+
   - id: frontend-calls-orders
     caller:
       identity: {frontend}
@@ -157,6 +182,28 @@ def sample_upstream(jwks_url: str, audience: str) -> web.Application:
     return app
 
 
+def partner_upstream() -> web.Application:
+    """An API behind mTLS: it reports the client certificate the gateway presented."""
+
+    async def hello(request: web.Request) -> web.Response:
+        ssl_obj = request.transport.get_extra_info("ssl_object") if request.transport else None
+        der = ssl_obj.getpeercert(binary_form=True) if ssl_obj else None
+        if not der:
+            return web.json_response({"error": "no client certificate"}, status=401)
+        cert = x509.load_der_x509_certificate(der)
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        return web.json_response({
+            "upstream": "partner API (mTLS)",
+            "client_certificate_uri_san": san.get_values_for_type(x509.UniformResourceIdentifier),
+            "issued_by": cert.issuer.rfc4514_string(),
+            "not_after": cert.not_valid_after_utc.isoformat(),
+        })
+
+    app = web.Application()
+    app.router.add_route("*", "/partner/{tail:.*}", hello)
+    return app
+
+
 def prepare(state: Path, args: argparse.Namespace) -> dict[str, Any]:
     """Write a fresh trust domain, keys, config and policy into ``state``."""
     state.mkdir(parents=True, exist_ok=True)
@@ -165,6 +212,10 @@ def prepare(state: Path, args: argparse.Namespace) -> dict[str, Any]:
     ca.issue_server(["127.0.0.1", "localhost"]).write(state / "gateway.pem", state / "gateway.key")
     ca.issue_svid(FRONTEND).write(state / "frontend.pem", state / "frontend.key")
     ca.issue_svid(BATCH).write(state / "batch.pem", state / "batch.key")
+    issuing = ca.intermediate(TRUST_DOMAIN)
+    (state / "issuing-ca.pem").write_bytes(issuing.cert_pem())
+    (state / "issuing-ca.key").unlink(missing_ok=True)
+    write_private_key(state / "issuing-ca.key", issuing.key)
     from gateway.keys import load_or_create_key
 
     (state / "issuer.key").unlink(missing_ok=True)
@@ -178,7 +229,8 @@ def prepare(state: Path, args: argparse.Namespace) -> dict[str, Any]:
                       headers={"kid": jwt_key.kid, "typ": "JWT"})
     (state / "frontend.jwt").write_text(svid)
     values = dict(port=args.port, proxy_port=args.proxy_port, admin_port=args.admin_port,
-                  upstream_port=args.upstream_port, td=TRUST_DOMAIN, frontend=FRONTEND)
+                  upstream_port=args.upstream_port, partner_port=args.partner_port,
+                  td=TRUST_DOMAIN, frontend=FRONTEND)
     (state / "gateway.yaml").write_text(CONFIG.format(**values))
     (state / "policy.yaml").write_text(POLICY.format(**values))
     return values
@@ -200,6 +252,10 @@ def commands(state: Path, v: dict[str, Any]) -> list[tuple[str, str]]:
          f"curl -sS --cacert {q('ca.pem')} --cert {q('frontend.pem')} --key "
          f"{q('frontend.key')} -d grant_type=urn:ietf:params:oauth:grant-type:token-exchange "
          f"-d resource=http://127.0.0.1:{v['upstream_port']}/api {base}/token"),
+        ("frontend calls a partner API that takes client certificates: the gateway issues "
+         "one for the caller's SPIFFE ID (10 minutes) and presents it upstream",
+         f"curl -sS --cacert {q('ca.pem')} --cert {q('frontend.pem')} --key {q('frontend.key')} "
+         f"{base}/partner/hello"),
         ("batch has a valid SVID but no rule allows it: 403 with reason policy.denied",
          f"curl -sS --cacert {q('ca.pem')} --cert {q('batch.pem')} --key {q('batch.key')} "
          f"{base}/api/orders"),
@@ -229,6 +285,14 @@ def main(args: argparse.Namespace) -> int:
         runner = web.AppRunner(upstream_app, access_log=None)
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", values["upstream_port"]).start()
+        partner_tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        partner_tls.load_cert_chain(str(state / "gateway.pem"), str(state / "gateway.key"))
+        partner_tls.verify_mode = ssl.CERT_REQUIRED
+        partner_tls.load_verify_locations(cafile=str(state / "ca.pem"))
+        partner = web.AppRunner(partner_upstream(), access_log=None)
+        await partner.setup()
+        await web.TCPSite(partner, "127.0.0.1", values["partner_port"],
+                          ssl_context=partner_tls).start()
         gateway = Gateway(state / "gateway.yaml")
 
         async def announce(gw: Gateway) -> None:
@@ -246,6 +310,7 @@ def main(args: argparse.Namespace) -> int:
         try:
             await serve(gateway, after_start=announce)
         finally:
+            await partner.cleanup()
             await runner.cleanup()
 
     asyncio.run(run())

@@ -15,6 +15,7 @@ EXPECT = [
     ('"caller_as_seen_by_upstream": "spiffe://demo.example/ns/shop/sa/frontend"', "mTLS"),
     ('"caller_as_seen_by_upstream": "spiffe://demo.example/ns/shop/sa/frontend"', "JWT-SVID"),
     ('"issued_token_type": "urn:ietf:params:oauth:token-type:access_token"', "token endpoint"),
+    ('"client_certificate_uri_san": ["spiffe://demo.example/ns/shop/sa/frontend"]', "partner"),
     ('"reason": "policy.denied"', "batch"),
     ('"reason": "authn.missing"', "no certificate"),
     ('"status": "ok"', "forward proxy, public"),
@@ -25,11 +26,11 @@ EXPECT = [
 
 
 def test_demo_commands_work(tmp_path: Path) -> None:
-    ports = [free_port() for _ in range(4)]
+    ports = [free_port() for _ in range(5)]
     proc = subprocess.Popen(
         [sys.executable, "-m", "gateway.cli", "demo", "--state-dir", str(tmp_path / "state"),
          "--port", str(ports[0]), "--proxy-port", str(ports[1]), "--admin-port",
-         str(ports[2]), "--upstream-port", str(ports[3])],
+         str(ports[2]), "--upstream-port", str(ports[3]), "--partner-port", str(ports[4])],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         lines: list[str] = []
@@ -53,7 +54,8 @@ def test_demo_commands_work(tmp_path: Path) -> None:
         assert proc.wait(timeout=20) == 0
         records = [json.loads(x) for x in audit.read_text().splitlines()]
         assert {r.get("rule") for r in records} >= {"frontend-calls-orders", "default-deny",
-                                                    "anyone-reads-public-status"}
+                                                    "anyone-reads-public-status",
+                                                    "frontend-calls-partner"}
         svid = (tmp_path / "state" / "frontend.jwt").read_text()
         assert svid not in audit.read_text()
     finally:

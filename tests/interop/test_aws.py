@@ -260,3 +260,42 @@ def test_minted_web_identity_token_names_the_caller(tmp_path: Path) -> None:
                           audience="sts.amazonaws.com")
     assert claims["sub"] == SUB and claims["iss"] == "https://gw.example.org"
     assert claims["exp"] <= caller.expires_at
+
+
+async def test_aws_sts_refusals_and_nonsense(tmp_path: Path) -> None:
+    """An STS that refuses the caller (403 AccessDenied) and one that answers garbage: each a
+    clear refusal with its own reason, and nothing of the answer echoed back."""
+    answers = {"mode": "denied"}
+
+    async def sts(request: web.Request) -> web.Response:
+        await request.read()
+        if answers["mode"] == "denied":
+            return web.Response(status=403, content_type="text/xml", text=(
+                '<ErrorResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><Error>'
+                "<Type>Sender</Type><Code>AccessDenied</Code><Message>Not authorized "
+                "SECRET-DETAIL</Message></Error><RequestId>r1</RequestId></ErrorResponse>"))
+        return web.Response(status=200, content_type="text/xml", text="<html>SECRET-DETAIL")
+
+    app = web.Application()
+    app.router.add_post("/", sts)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    td = Key.es256("td")
+    (tmp_path / "td.jwks").write_text(json.dumps({"keys": [td.jwk]}))
+    arn = "arn:aws:iam::123456789012:role/shop-frontend"
+    gw = await start_gateway(tmp_path, _config(tmp_path, url, url), _policy(arn, url))
+    try:
+        async with aiohttp.ClientSession() as s:
+            for mode, status, reason in (("denied", 403, "exchange.sts_refused"),
+                                         ("garbage", 502, "exchange.bad_response")):
+                answers["mode"] = mode
+                async with s.get(f"{gw.url()}/{BUCKET}/x", headers=_caller(td, 3600)) as r:
+                    text = await r.text()
+                    assert r.status == status, text
+                    assert json.loads(text)["reason"] == reason
+                    assert "SECRET-DETAIL" not in text
+    finally:
+        await gw.stop()
+        await runner.cleanup()

@@ -426,3 +426,53 @@ async def test_httpsig_body_needs_a_matching_signed_digest() -> None:
     with pytest.raises(AuthnError) as exc:  # a digest header the signature does not cover
         await sig_authn().authenticate(req(uncovered, body))
     assert exc.value.reason.code == "authn.missing_claim"
+
+
+def _txn(**over) -> dict:
+    c = {"iss": ISS, "aud": "example.org", "txn": "t-1", "sub": SUB, "scope": "orders.read",
+         "iat": int(NOW), "exp": int(NOW) + 60, "tctx": {"entry": "front"}}
+    c.update(over)
+    return {k: v for k, v in c.items() if v is not None}
+
+
+TXN_CASES = [
+    ("ok", lambda: AS_KEY.sign(_txn(), typ="txntoken+jwt"), None),
+    ("wrong typ", lambda: AS_KEY.sign(_txn(), typ="JWT"), "authn.wrong_type"),
+    ("untrusted issuer", lambda: AS_KEY.sign(_txn(iss="https://evil.example"),
+                                             typ="txntoken+jwt"), "authn.untrusted"),
+    ("alg none", lambda: unsigned(_txn(), typ="txntoken+jwt"), "authn.alg_not_allowed"),
+    ("hs256 with the public key", lambda: hs256_with_public_key(_txn(), AS_KEY,
+                                                                typ="txntoken+jwt"),
+     "authn.alg_not_allowed"),
+    ("other key, same kid", lambda: Key.es256("as-1").sign(_txn(), typ="txntoken+jwt"),
+     "authn.bad_signature"),
+    ("unknown kid", lambda: Key.es256("as-9").sign(_txn(), typ="txntoken+jwt"),
+     "authn.unknown_key"),
+    ("expired", lambda: AS_KEY.sign(_txn(exp=int(NOW) - 60), typ="txntoken+jwt"),
+     "authn.expired"),
+    ("no exp", lambda: AS_KEY.sign(_txn(exp=None), typ="txntoken+jwt"), "authn.expired"),
+    ("other trust domain", lambda: AS_KEY.sign(_txn(aud="elsewhere.org"), typ="txntoken+jwt"),
+     "authn.wrong_audience"),
+    ("no txn id", lambda: AS_KEY.sign(_txn(txn=None), typ="txntoken+jwt"),
+     "authn.missing_claim"),
+    ("garbage", lambda: "not.a.token", "authn.malformed"),
+]
+
+
+@pytest.mark.parametrize(("case", "token", "reason"), TXN_CASES, ids=[c[0] for c in TXN_CASES])
+async def test_txn_token_table(case: str, token: Callable[[], str], reason: str | None) -> None:
+    from gateway.authn.txn import TxnTokenVerifier
+
+    v = TxnTokenVerifier({ISS: StaticKeySource(KeySet({"keys": [AS_KEY.jwk]}))},
+                         frozenset({"example.org"}))
+    raw = token()
+    if reason is None:
+        assert (await v.verify(inbound({"Txn-Token": raw}), NOW))["txn"] == "t-1"
+        return
+    with pytest.raises(AuthnError) as exc:
+        await v.verify(inbound({"Txn-Token": raw}), NOW)
+    assert exc.value.reason.code == reason
+    assert raw not in exc.value.detail
+    with pytest.raises(AuthnError) as exc:  # two Txn-Tokens are never merged or chosen from
+        await v.verify(inbound([("Txn-Token", raw), ("Txn-Token", raw)]), NOW)
+    assert exc.value.reason.code == "authn.duplicate_header"

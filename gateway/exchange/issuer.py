@@ -135,7 +135,9 @@ class IssuerExchanger:
             "sub": inbound.get("sub") or caller.identity,
             "scope": self.cfg.scope,
             "req_wl": self.workload_identity or self.client_id,
-            "tctx": inbound.get("tctx") or {},
+            # a new transaction records the request that started it; later hops keep that
+            "tctx": inbound.get("tctx") or {"method": dest.method,
+                                              "target": dest.origin + dest.path},
             "rctx": {"authn": caller.method.value, "caller": caller.identity},
         }
         return claims, {"typ": "txntoken+jwt"}, "N_A", TXN_TOKEN_TYPE, None

@@ -99,6 +99,8 @@ policy: {{files: [policy.yaml], watch: false}}
                 txn = first["txn"]
                 assert txn["sub"] == SUB and txn["scope"] == "orders.read"
                 assert txn["req_wl"] == "spiffe://example.org/gateways/front"
+                assert txn["tctx"] == {"method": "GET",
+                                       "target": f"http://127.0.0.1:{up_port}/txn/start"}
                 # ...and the next hop (the Txn-Token as it arrived upstream) keeps its id
                 token = first["txn_raw"]
                 async with s.get(base + "/inner/next", ssl=ssl,
@@ -106,6 +108,7 @@ policy: {{files: [policy.yaml], watch: false}}
                     nxt = await r.json()
                     assert r.status == 200, nxt
                 assert nxt["txn"]["txn"] == _claims(token)["txn"]
+                assert nxt["txn"]["tctx"] == txn["tctx"]  # the context travels unchanged
                 # a request that did not enter through the front gateway is refused
                 async with s.get(base + "/inner/next", ssl=ssl) as r:
                     assert r.status == 403

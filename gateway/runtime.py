@@ -163,6 +163,13 @@ def _build_x509_exchanger(b: Builder, name: str, prof: ProfileConfig, cfg: Any) 
     except (OSError, ValueError) as exc:
         raise ConfigError([Problem(str(lc.file), None, "issuer.ca",
                                    f"unusable CA files: {exc}")]) from None
+    try:
+        is_ca = chain[0].extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    except x509.ExtensionNotFound:
+        is_ca = False
+    if not is_ca:
+        raise ConfigError([Problem(str(lc.file), None, "issuer.ca.cert",
+                                   "not a CA certificate (basicConstraints CA:true)")])
     spki = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     if chain[0].public_key().public_bytes(*spki) != key.public_key().public_bytes(*spki):
         raise ConfigError([Problem(str(lc.file), None, "issuer.ca",

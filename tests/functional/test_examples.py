@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gateway.ca import CertificateAuthority
+from gateway.ca import CertificateAuthority, Issued
 from gateway.keys import load_or_create_key
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -25,6 +25,9 @@ def _materialise(cfg: Path, ca: CertificateAuthority) -> None:
     """Create every certificate and key file the config names (the platform's job in real life)."""
     data = yaml.safe_load(cfg.read_text())
     leaf = ca.issue_server(["localhost"])
+    issuing = ca.intermediate("prod.example.com")
+    issuing_pem = issuing.cert_pem()
+    issuing_key = Issued(issuing.cert, issuing.key).key_pem()
 
     def walk(node: object) -> None:
         if isinstance(node, dict):
@@ -34,7 +37,9 @@ def _materialise(cfg: Path, ca: CertificateAuthority) -> None:
                     if isinstance(item, str) and k in CERT_KEYS | KEY_KEYS:
                         p = (cfg.parent / item).resolve()
                         p.parent.mkdir(parents=True, exist_ok=True)
-                        if k in CERT_KEYS:
+                        if "issuing-ca" in p.name:  # issuer.ca: a real intermediate
+                            p.write_bytes(issuing_pem if k == "cert" else issuing_key)
+                        elif k in CERT_KEYS:
                             p.write_bytes(leaf.cert_pem() if k in ("cert", "client_cert")
                                           else ca.cert_pem())
                         elif k == "file":

@@ -35,7 +35,7 @@ def session_name(identity: str) -> str:
     share a session name (it shows in CloudTrail and in ``aws:userid``).
     """
     scheme_less = identity.split("://", 1)[-1]
-    name = re.sub(r"[^\w+=,.@-]", "-", scheme_less).strip("-") or "caller"
+    name = re.sub(r"[^\w+=,.@-]", "-", scheme_less, flags=re.ASCII).strip("-") or "caller"
     if len(name) > 64:
         digest = hashlib.sha256(identity.encode()).hexdigest()[:12]
         name = name[:51] + "-" + digest

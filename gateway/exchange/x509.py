@@ -59,7 +59,28 @@ class X509Exchanger:
                                 "certificate would")
         key = ec.generate_private_key(ec.SECP256R1())
         serial = x509.random_serial_number()
-        cert = (
+        try:
+            cert = self._build(caller.identity, key, serial, now, not_after)
+        except ValueError:
+            raise ExchangeError(Reason.EXCHANGE_FAILED, "the caller's identifier cannot go into "
+                                "a certificate") from None
+        chain = cert.public_bytes(serialization.Encoding.PEM) + self.chain_pem
+        claims = {k for k in caller.claims if k not in ("exp", "iat", "nbf", "jti", "aud",
+                                                        "iss", "cnf")}
+        return Credential(
+            token=chain.decode("ascii"), token_type="N_A", issued_token_type=X509_TOKEN_TYPE,
+            expires_at=not_after, proof_of_possession=True,
+            token_id=f"x509:{serial:x}", issuer=self.issuer,
+            claims_carried=("sub",),  # the identifier, as the certificate's URI SAN
+            claims_dropped=tuple(sorted(claims - {"sub"})),
+            proof_key=SigningKey.from_private_key(key),
+        )
+
+    def _build(self, identity: str, key: ec.EllipticCurvePrivateKey, serial: int, now: float,
+               not_after: float) -> x509.Certificate:
+        if not identity.isascii() or not identity.isprintable():
+            raise ValueError("identifier is not printable ASCII")
+        return (
             x509.CertificateBuilder()
             .subject_name(x509.Name([]))
             .issuer_name(self.ca_cert.subject)
@@ -68,7 +89,7 @@ class X509Exchanger:
             .not_valid_before(dt.datetime.fromtimestamp(now - BACKDATE, dt.UTC))
             .not_valid_after(dt.datetime.fromtimestamp(not_after, dt.UTC))
             .add_extension(x509.SubjectAlternativeName(
-                [x509.UniformResourceIdentifier(caller.identity)]), critical=True)
+                [x509.UniformResourceIdentifier(identity)]), critical=True)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.KeyUsage(
                 digital_signature=True, content_commitment=False, key_encipherment=False,
@@ -81,15 +102,4 @@ class X509Exchanger:
             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
                 self.ca_key.public_key()), critical=False)  # type: ignore[arg-type]
             .sign(self.ca_key, hashes.SHA256())
-        )
-        chain = cert.public_bytes(serialization.Encoding.PEM) + self.chain_pem
-        claims = {k for k in caller.claims if k not in ("exp", "iat", "nbf", "jti", "aud",
-                                                        "iss", "cnf")}
-        return Credential(
-            token=chain.decode("ascii"), token_type="N_A", issued_token_type=X509_TOKEN_TYPE,
-            expires_at=not_after, proof_of_possession=True,
-            token_id=f"x509:{serial:x}", issuer=self.issuer,
-            claims_carried=("sub",),  # the identifier, as the certificate's URI SAN
-            claims_dropped=tuple(sorted(claims - {"sub"})),
-            proof_key=SigningKey.from_private_key(key),
         )

@@ -162,3 +162,24 @@ async def test_pools_per_certificate_are_bounded() -> None:
     assert [s.closed for s in sessions] == [True, True, False, False, False]
     await pool.close()
     assert all(s.closed for s in sessions)
+
+
+async def test_identifiers_that_cannot_be_certified_are_refused(pki: Pki) -> None:
+    import pytest
+
+    from gateway.clock import SystemClock
+    from gateway.config.policy import X509ExchangeConfig
+    from gateway.errors import ExchangeError
+    from gateway.exchange.x509 import X509Exchanger
+    from gateway.model import AuthnMethod, Caller, Destination
+
+    inter = pki.ca.intermediate("example.org")
+    ex = X509Exchanger(X509ExchangeConfig(type="x509"), [inter.cert], inter.key, SystemClock())
+    dest = Destination(url=__import__("yarl").URL("https://x.example/"), method="GET",
+                       route="api", mode="reverse")
+    for identity in ("spiffe://example.org/ns/ü", "spiffe://example.org/a\nb", "no-scheme"):
+        caller = Caller(identity=identity, trust_domain="example.org", method=AuthnMethod.MTLS,
+                        proof_of_possession=True, expires_at=time.time() + 600)
+        with pytest.raises(ExchangeError) as exc:
+            await ex.exchange(caller, dest, 600)
+        assert exc.value.reason.code == "exchange.failed"

@@ -183,3 +183,57 @@ async def test_identifiers_that_cannot_be_certified_are_refused(pki: Pki) -> Non
         with pytest.raises(ExchangeError) as exc:
             await ex.exchange(caller, dest, 600)
         assert exc.value.reason.code == "exchange.failed"
+
+
+async def test_openssl_s_server_verifies_the_issued_certificate(tmp_path: Path, pki: Pki) -> None:
+    """OpenSSL's own server (`s_server -Verify -verify_return_error`) checks the chain the
+    gateway presents (issued leaf + intermediate) against the root and prints what it saw."""
+    import asyncio
+
+    from tests.functional.test_process import free_port
+
+    ca_cert, ca_key = _write_ca(pki)
+    port = free_port()
+    server = await asyncio.create_subprocess_exec(
+        "openssl", "s_server", "-accept", f"127.0.0.1:{port}", "-cert",
+        str(pki.dir / "server.pem"), "-key", str(pki.dir / "server.key"), "-CAfile",
+        str(pki.ca_file), "-Verify", "2", "-verify_return_error", "-www",
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+    svid_cert, svid_key = pki.svid("frontend", SUB)
+    config = f"""
+listeners:
+  - name: main
+    port: 0
+    tls: {{cert: {pki.dir}/server.pem, key: {pki.dir}/server.key, client_cert: optional}}
+routes:
+  - name: api
+    upstream: "https://127.0.0.1:{port}"
+    tls: {{ca: {pki.ca_file}}}
+trust_domains: {{example.org: {{x509_bundle: {pki.ca_file}}}}}
+issuer:
+  issuer: https://gw.example.org
+  keys: [{{file: {pki.dir}/issuer.key}}]
+  ca: {{cert: {ca_cert}, key: {ca_key}}}
+admin: null
+policy: {{files: [policy.yaml], watch: false}}
+"""
+    gw = await start_gateway(tmp_path, config, POLICY)
+    try:
+        for _ in range(50):  # s_server takes a moment to listen
+            try:
+                _, w = await asyncio.open_connection("127.0.0.1", port)
+                w.close()
+                break
+            except OSError:
+                await asyncio.sleep(0.1)
+        async with aiohttp.ClientSession() as s, s.get(
+                gw.url() + "/pop/orders", ssl=pki.client_context(svid_cert, svid_key)) as r:
+            page = await r.text()
+            assert r.status == 200, page
+        assert "Verify return code: 0 (ok)" in page
+        assert f"URI:{SUB}" in page
+        assert "intermediate CA" in page  # the chain went along
+    finally:
+        await gw.stop()
+        server.terminate()
+        await server.wait()

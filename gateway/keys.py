@@ -10,10 +10,12 @@ import base64
 import hashlib
 import json
 import os
+import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
@@ -91,10 +93,33 @@ class SigningKey:
         jwk = public_jwk(key.public_key())
         return cls(key, alg_for(key), kid or jwk_thumbprint(jwk))
 
+    @classmethod
+    def generate(cls) -> SigningKey:
+        """A fresh P-256 (ES256) key, for a proof bound to one credential."""
+        return cls.from_private_key(ec.generate_private_key(ec.SECP256R1()))
+
+    @property
+    def bare_jwk(self) -> dict[str, str]:
+        """The public key members only: what a proof's ``jwk`` header or ``cnf.jwk`` carries."""
+        return public_jwk(self.private_key.public_key())
+
     @property
     def public_jwk(self) -> dict[str, str]:
-        return {**public_jwk(self.private_key.public_key()), "kid": self.kid, "alg": self.alg,
-                "use": "sig"}
+        return {**self.bare_jwk, "kid": self.kid, "alg": self.alg, "use": "sig"}
+
+
+def dpop_proof(key: SigningKey, htm: str, htu: str, now: float, nonce: str | None = None,
+               access_token: str | None = None) -> str:
+    """An RFC 9449 proof: fresh jti, iat now, the public key in the header; ``ath`` when it
+    goes with an access token, ``nonce`` when the server asked for one."""
+    claims: dict[str, Any] = {"jti": secrets.token_urlsafe(16), "htm": htm, "htu": htu,
+                              "iat": int(now)}
+    if nonce is not None:
+        claims["nonce"] = nonce
+    if access_token is not None:
+        claims["ath"] = sha256_b64url(access_token)
+    return jwt.encode(claims, key.private_key, algorithm=key.alg,
+                      headers={"typ": "dpop+jwt", "jwk": key.bare_jwk})
 
 
 def load_private_key(path: Path) -> PrivateKey:

@@ -84,6 +84,12 @@ class Destination:
     def origin(self) -> str:
         return str(self.url.origin())
 
+    @property
+    def target_uri(self) -> str:
+        """The URL without query and fragment: what WPT ``aud``, DPoP ``htu`` and
+        ``wimse-aud`` name."""
+        return str(self.url.with_query(None).with_fragment(None))
+
 
 class Action(enum.StrEnum):
     DENY = "deny"

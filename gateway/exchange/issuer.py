@@ -15,7 +15,6 @@ import uuid
 from typing import Any
 
 import jwt
-from cryptography.hazmat.primitives.asymmetric import ec
 
 from gateway.clock import Clock
 from gateway.config.policy import IssuerExchangeConfig
@@ -108,13 +107,11 @@ class IssuerExchanger:
 
     def _wit(self, caller: Caller, dest: Destination, now: int, lifetime: int,
              jti: str) -> tuple[dict[str, Any], dict[str, str], str, str, SigningKey]:
-        key = SigningKey.from_private_key(ec.generate_private_key(ec.SECP256R1()))
+        key = SigningKey.generate()
         sub = caller.identity
         claims: dict[str, Any] = {"iss": self.issuer, "iat": now, "exp": now + lifetime,
                                   "jti": jti,
-                                  "cnf": {"jwk": {**{k: v for k, v in key.public_jwk.items()
-                                                     if k in ("kty", "crv", "x", "y")},
-                                                  "alg": key.alg}}}
+                                  "cnf": {"jwk": {**key.bare_jwk, "alg": key.alg}}}
         if self.cfg.identity == "gateway":
             if not self.workload_identity:
                 raise ExchangeError(Reason.EXCHANGE_FAILED, "issuer.workload_identity unset")

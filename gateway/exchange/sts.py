@@ -33,7 +33,7 @@ from gateway.clock import Clock
 from gateway.config.models import TokenServiceConfig
 from gateway.config.policy import ClientCredentialsExchangeConfig, StsExchangeConfig
 from gateway.errors import ExchangeError, Reason
-from gateway.keys import SigningKey
+from gateway.keys import SigningKey, dpop_proof
 from gateway.model import Caller, Credential, Destination
 
 log = logging.getLogger("wimse_gateway.sts")
@@ -326,28 +326,6 @@ class TokenServiceClient:
         return TokenResponse(token, token_type, issued, expires_at, claims)
 
 
-def dpop_proof(key: SigningKey, htm: str, htu: str, now: float, nonce: str | None = None,
-               access_token: str | None = None) -> str:
-    """An RFC 9449 proof: fresh jti, iat now, the public key in the header."""
-    from gateway.keys import sha256_b64url
-
-    claims: dict[str, Any] = {"jti": secrets.token_urlsafe(16), "htm": htm, "htu": htu,
-                              "iat": int(now)}
-    if nonce is not None:
-        claims["nonce"] = nonce
-    if access_token is not None:
-        claims["ath"] = sha256_b64url(access_token)
-    jwk = {k: v for k, v in key.public_jwk.items() if k in ("kty", "crv", "x", "y", "n", "e")}
-    return jwt.encode(claims, key.private_key, algorithm=key.alg,
-                      headers={"typ": "dpop+jwt", "jwk": jwk})
-
-
-def new_dpop_key() -> SigningKey:
-    from cryptography.hazmat.primitives.asymmetric import ec
-
-    return SigningKey.from_private_key(ec.generate_private_key(ec.SECP256R1()))
-
-
 def _encode(form: dict[str, Any]) -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = []
     for k, v in form.items():
@@ -454,7 +432,7 @@ class StsExchanger:
             assert self.minter is not None
             form["actor_token"] = self.minter.actor_token(aud)
             form["actor_token_type"] = TT_JWT
-        key = new_dpop_key() if self.cfg.dpop else None
+        key = SigningKey.generate() if self.cfg.dpop else None
         resp = await self.client.request(form, self.cfg.requested_token_type, key)
         return credential_from(resp, caller, self.client.cfg.issuer or endpoint, key)
 
@@ -484,6 +462,6 @@ class ClientCredentialsExchanger:
             form["client_assertion_type"] = JWT_BEARER_ASSERTION
             form["client_assertion"] = self.client.mint_assertion(
                 caller.identity, self.client.assertion_audience(endpoint))
-        key = new_dpop_key() if self.cfg.dpop else None
+        key = SigningKey.generate() if self.cfg.dpop else None
         resp = await self.client.request(form, None, key)
         return credential_from(resp, caller, self.client.cfg.issuer or "sts", key)

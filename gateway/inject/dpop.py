@@ -3,14 +3,10 @@
 
 from __future__ import annotations
 
-import secrets
-
-import jwt
-
 from gateway.clock import Clock
 from gateway.errors import ExchangeError, Reason
 from gateway.inject.base import Outgoing
-from gateway.keys import sha256_b64url
+from gateway.keys import dpop_proof
 from gateway.model import Credential
 
 
@@ -27,10 +23,6 @@ class DpopInjector:
         if key is None or credential.token_type != "DPoP":
             raise ExchangeError(Reason.EXCHANGE_FAILED, "the dpop injector needs a DPoP-bound "
                                 "token (exchange with dpop: true)")
-        jwk = {k: v for k, v in key.public_jwk.items() if k in ("kty", "crv", "x", "y", "n", "e")}
-        claims = {"jti": secrets.token_urlsafe(16), "htm": dest.method,
-                  "htu": str(dest.url.with_query(None).with_fragment(None)),
-                  "iat": int(self.clock.now()), "ath": sha256_b64url(credential.token)}
         headers["Authorization"] = f"DPoP {credential.token}"
-        headers["DPoP"] = jwt.encode(claims, key.private_key, algorithm=key.alg,
-                                     headers={"typ": "dpop+jwt", "jwk": jwk})
+        headers["DPoP"] = dpop_proof(key, dest.method, dest.target_uri, self.clock.now(),
+                                     access_token=credential.token)

@@ -52,7 +52,7 @@ class HttpSigInjector:
         now = int(self.clock.now())
         params = {"created": now, "expires": now + self.lifetime,
                   "nonce": secrets.token_urlsafe(16), "tag": TAG,
-                  "wimse-aud": str(dest.url.with_query(None).with_fragment(None))}
+                  "wimse-aud": dest.target_uri}
         message = Message(dest.method, str(dest.url), HeaderLines(list(headers.items())))
         base, sig_input = BASE.base_and_input(message, [Item(c) for c in covered], params)
         signature = jwt.get_algorithm_by_name(key.alg).sign(base.encode("ascii"),

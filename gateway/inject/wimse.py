@@ -33,7 +33,7 @@ class WimseInjector:
             raise ExchangeError(Reason.EXCHANGE_FAILED, "the wimse injector needs a WIT "
                                 "minted with its key (token: wit)")
         now = int(self.clock.now())
-        claims = {"aud": str(dest.url.with_query(None).with_fragment(None)),
+        claims = {"aud": dest.target_uri,
                   "exp": now + self.wpt_lifetime, "jti": secrets.token_urlsafe(16),
                   "wth": sha256_b64url(credential.token)}
         auth = headers.get("Authorization")

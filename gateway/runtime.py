@@ -26,7 +26,7 @@ from gateway.authn.base import Authenticator, AuthenticatorChain
 from gateway.authn.bearer import BearerAuthenticator, IssuerKeys, JwtVerifier
 from gateway.authn.dpop import DpopAuthenticator, DpopSettings
 from gateway.authn.httpsig import HttpSigAuthenticator
-from gateway.authn.jwks import KeySource, RemoteKeySource, StaticKeySource
+from gateway.authn.jwks import KeySet, KeySource, RemoteKeySource, StaticKeySource
 from gateway.authn.mtls import MtlsAuthenticator, XfccAuthenticator, load_bundle
 from gateway.authn.replay import InMemoryReplayCache, ReplayCache
 from gateway.authn.request import normalize_uri
@@ -63,7 +63,13 @@ from gateway.inject.mtls import MtlsInjector
 from gateway.inject.sigv4 import SigV4Injector
 from gateway.inject.txn import TxnTokenInjector
 from gateway.inject.wimse import WimseInjector
-from gateway.keys import RotatingKeys, SigningKey, load_or_create_key, load_private_key
+from gateway.keys import (
+    RotatingKeys,
+    SigningKey,
+    jwks,
+    load_or_create_key,
+    load_private_key,
+)
 from gateway.policy.load import Policy, PolicyContext, load_policy
 
 
@@ -486,26 +492,22 @@ def build_runtime(lc: LoadedConfig, clock: Clock, replay: ReplayCache | None = N
         ssl_contexts=ssl_contexts,
         token_services=builder.token_services,
         jwt_verifier=jwt_verifier,
-        txn_verifier=_txn_verifier(lc, clock, keys),
+        txn_verifier=_txn_verifier(lc, keys, jwt_verifier),
     )
 
 
-def _txn_verifier(lc: LoadedConfig, clock: Clock, keys: list[SigningKey]
+def _txn_verifier(lc: LoadedConfig, keys: list[SigningKey], jwt_verifier: JwtVerifier | None
                   ) -> TxnTokenVerifier | None:
+    """Txn-Tokens from our own issuer, or from an issuer the JWT verifier already trusts (its
+    key sources are shared, so their JWKS is fetched and cached once)."""
     a = lc.config.authentication
     if not a.txn_token_audiences:
         return None
     sources: dict[str, KeySource] = {}
+    if jwt_verifier is not None:
+        sources.update((name, ik.source) for name, ik in jwt_verifier.issuers.items())
     if lc.config.issuer and keys:
-        from gateway.authn.jwks import KeySet
-
-        sources[lc.config.issuer.issuer] = StaticKeySource(KeySet(
-            {"keys": [k.public_jwk for k in keys]}))
-    for j, ic in enumerate(a.issuers):
-        src = _key_source(lc, clock, f"authentication.issuers[{j}]", ic.jwks, ic.jwks_url,
-                          ic.jwks_ca, ic.jwks_min_refresh)
-        if src is not None:
-            sources[ic.issuer] = src
+        sources[lc.config.issuer.issuer] = StaticKeySource(KeySet(jwks(keys)))
     return TxnTokenVerifier(sources, frozenset(a.txn_token_audiences))
 
 

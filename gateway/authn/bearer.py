@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.authn.identifier import parse_workload_id
-from gateway.authn.jose import Jws, check_alg, numeric, parse_jws
-from gateway.authn.jwks import KeySource
+from gateway.authn.jose import check_alg, numeric, parse_jws
+from gateway.authn.jwks import KeySource, verify_with_source
 from gateway.authn.request import single_header
 from gateway.authn.wit import TrustDomainKeys
 from gateway.clock import Clock
@@ -114,7 +114,7 @@ class JwtVerifier:
             alg = check_alg(jws, algs, what="token")
         except AuthnError:
             raise err(Reason.AUTHN_ALG_NOT_ALLOWED, "token algorithm not allowed") from None
-        await _verify_sig(jws, alg, source, err)
+        await verify_with_source(jws, alg, source, err)
         try:
             exp = numeric(c, "exp")
             nbf = numeric(c, "nbf")
@@ -132,19 +132,6 @@ class JwtVerifier:
             raise err(Reason.AUTHN_WRONG_AUDIENCE, "token audience is not this gateway")
         return VerifiedJwt(identity, trust_domain, iss, exp, c,
                            hashlib.sha256(token.encode()).hexdigest()[:32])
-
-
-async def _verify_sig(jws: Jws, alg: str, source: KeySource, err: Any) -> None:
-    kid = jws.header.get("kid")
-    keyset = await source.current(kid if isinstance(kid, str) else None)
-    if isinstance(kid, str) and not keyset.has_kid(kid):
-        raise err(Reason.AUTHN_UNKNOWN_KEY, "token signed with an unknown key")
-    try:
-        ok = keyset.verify(jws, alg)
-    except AuthnError as exc:
-        raise err(exc.reason, exc.detail) from None
-    if not ok:
-        raise err(Reason.AUTHN_BAD_SIGNATURE, "token signature does not verify")
 
 
 BEARER_CHALLENGE = 'Bearer realm="wimse-gateway", error="invalid_token"'

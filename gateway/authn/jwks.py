@@ -11,6 +11,7 @@ import asyncio
 import json
 import logging
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -139,3 +140,19 @@ class RemoteKeySource:
 
 
 KeySource = StaticKeySource | RemoteKeySource
+
+
+async def verify_with_source(jws: Jws, alg: str, source: KeySource,
+                             err: Callable[[Reason, str], AuthnError]) -> None:
+    """The kid must be in the source's keys and one of them must verify; ``err`` makes the
+    error, so each caller keeps its own status and wording."""
+    kid = jws.header.get("kid")
+    keyset = await source.current(kid if isinstance(kid, str) else None)
+    if isinstance(kid, str) and not keyset.has_kid(kid):
+        raise err(Reason.AUTHN_UNKNOWN_KEY, "token signed with an unknown key")
+    try:
+        ok = keyset.verify(jws, alg)
+    except AuthnError as exc:
+        raise err(exc.reason, exc.detail) from None
+    if not ok:
+        raise err(Reason.AUTHN_BAD_SIGNATURE, "token signature does not verify")

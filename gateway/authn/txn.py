@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from gateway.authn.jose import check_alg, numeric, parse_jws, typ_is
-from gateway.authn.jwks import KeySet, KeySource
+from gateway.authn.jwks import KeySource, verify_with_source
 from gateway.authn.request import single_header
 from gateway.errors import AuthnError, Reason
 from gateway.model import Inbound
@@ -52,12 +52,7 @@ class TxnTokenVerifier:
             alg = check_alg(jws, ALGS, what="Txn-Token")
         except AuthnError:
             raise err(Reason.AUTHN_ALG_NOT_ALLOWED, "algorithm not allowed") from None
-        kid = jws.header.get("kid")
-        keyset: KeySet = await source.current(kid if isinstance(kid, str) else None)
-        if isinstance(kid, str) and not keyset.has_kid(kid):
-            raise err(Reason.AUTHN_UNKNOWN_KEY, "unknown key")
-        if not keyset.verify(jws, alg):
-            raise err(Reason.AUTHN_BAD_SIGNATURE, "signature does not verify")
+        await verify_with_source(jws, alg, source, err)
         c = jws.claims
         try:
             exp = numeric(c, "exp")

@@ -18,7 +18,6 @@ from typing import Any
 from gateway.authn.identifier import parse_workload_id
 from gateway.authn.jose import (
     ASYMMETRIC,
-    Jws,
     check_alg,
     key_from_jwk,
     numeric,
@@ -26,7 +25,7 @@ from gateway.authn.jose import (
     typ_is,
     verify_signature,
 )
-from gateway.authn.jwks import KeySource
+from gateway.authn.jwks import KeySource, verify_with_source
 from gateway.authn.replay import ReplayCache
 from gateway.authn.request import normalize_uri, single_header
 from gateway.clock import Clock
@@ -86,7 +85,7 @@ async def verify_wit(token: str, trust: Callable[[str], TrustDomainKeys | None],
         alg = check_alg(jws, td.algorithms, status=STATUS, what="WIT")
     except AuthnError:
         raise _err(Reason.AUTHN_ALG_NOT_ALLOWED, "WIT algorithm not allowed") from None
-    await _verify_with(td, jws, alg, "WIT")
+    await verify_with_source(jws, alg, td.source, lambda r, d: _err(r, f"WIT: {d}"))
     try:
         exp = numeric(jws.claims, "exp")
         nbf = numeric(jws.claims, "nbf")
@@ -118,13 +117,6 @@ async def verify_wit(token: str, trust: Callable[[str], TrustDomainKeys | None],
     )
 
 
-async def _verify_with(td: TrustDomainKeys, jws: Jws, alg: str, what: str) -> None:
-    kid = jws.header.get("kid")
-    keyset = await td.source.current(kid if isinstance(kid, str) else None)
-    if isinstance(kid, str) and not keyset.has_kid(kid):
-        raise _err(Reason.AUTHN_UNKNOWN_KEY, f"{what} signed with an unknown key")
-    if not keyset.verify(jws, alg, status=STATUS):
-        raise _err(Reason.AUTHN_BAD_SIGNATURE, f"{what} signature does not verify")
 
 
 def verify_wpt(wpt: str, wit: VerifiedWit, wit_raw: str, inbound: Inbound, now: float,

@@ -7,6 +7,7 @@ the previous runtime keeps serving.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib.util
 import json
@@ -122,10 +123,8 @@ class ProfileRuntime:
     exchanger: Exchanger
     injectors: tuple[Injector, ...]
     fingerprint: str  # changes when the profile's config changes, so caches do not mix versions
-
-    @property
-    def needs_body(self) -> bool:
-        return any(i.needs_body for i in self.injectors)
+    includes: tuple[ProfileRuntime, ...] = ()  # run first, in order (`include:`)
+    needs_body: bool = False  # an injector here or in an included profile reads the body
 
 
 # Explicit registries: config `type:` -> builder. No import-time discovery.
@@ -475,7 +474,14 @@ def build_runtime(lc: LoadedConfig, clock: Clock, replay: ReplayCache | None = N
         exchanger = EXCHANGERS[prof.exchange.type](builder, name, prof, prof.exchange)
         injectors = tuple(INJECTORS[i.type](i, clock) for i in prof.inject)
         fp = hashlib.sha256(prof.model_dump_json().encode()).hexdigest()[:16]
-        profiles[name] = ProfileRuntime(name, prof, exchanger, injectors, fp)
+        profiles[name] = ProfileRuntime(name, prof, exchanger, injectors, fp,
+                                        needs_body=any(i.needs_body for i in injectors))
+    for name, p in profiles.items():  # included profiles include nothing themselves
+        if p.config.include:
+            includes = tuple(profiles[i] for i in p.config.include)
+            profiles[name] = dataclasses.replace(
+                p, includes=includes, needs_body=p.needs_body or any(q.needs_body
+                                                                     for q in includes))
 
     authn, jwt_verifier = build_authenticators(lc, clock, bundles,
                                                replay or InMemoryReplayCache(clock))

@@ -160,6 +160,8 @@ async def handle(
         headers = forward.end_to_end_headers(request.headers)
         if not decision.pass_credentials:
             strip_caller_credentials(headers)
+        # Proof-bound injectors sign what leaves, so every other header is set first.
+        _set_forwarding_headers(request, headers, dest, via_token, request_id)
 
         if decision.action is Action.EXCHANGE:
             if not caller.authenticated:
@@ -168,12 +170,10 @@ async def handle(
             assert decision.profile is not None
             prof = rt.profiles[decision.profile]
             rec["profile"] = prof.name
-            steps = [rt.profiles[name] for name in prof.config.include] + [prof]
+            steps = (*prof.includes, prof)
             creds = [await exchange(svc, caller, dest, decision, p) for p in steps]
-            # Proof-bound injectors sign what leaves, so every other header is set first.
-            _set_forwarding_headers(request, headers, dest, via_token, request_id)
             out = Outgoing(headers, dest)
-            if request.body_exists and any(p.needs_body for p in steps):
+            if request.body_exists and prof.needs_body:
                 out.body = await buffered.read()
             rec["injected"] = []
             records = []
@@ -189,8 +189,6 @@ async def handle(
                                    for p, r in zip(steps[:-1], records[:-1], strict=True)]
             if out.client_certificate is not None:
                 settings = settings.with_client_certificate(out.client_certificate, dest)
-        else:
-            _set_forwarding_headers(request, headers, dest, via_token, request_id)
 
         body = forward.request_body(request, headers, cfg.limits.max_request_body_bytes,
                                     buffered)

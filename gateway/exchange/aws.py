@@ -21,6 +21,7 @@ from typing import Any
 from gateway.clock import Clock
 from gateway.config.policy import AwsExchangeConfig
 from gateway.errors import ExchangeError, PolicyError, Reason
+from gateway.exchange.base import dropped_claims
 from gateway.model import Caller, Credential, Destination
 
 AWS_TOKEN_TYPE = "urn:wimse-gateway:token-type:aws-sts-credentials"  # local name
@@ -116,7 +117,6 @@ class AwsExchanger:
         except (KeyError, AttributeError, TypeError):
             raise ExchangeError(Reason.EXCHANGE_BAD_RESPONSE,
                                 "AWS STS answered without credentials") from None
-        claims = set(caller.claims) - {"exp", "iat", "nbf", "jti", "iss", "cnf"}
         carried = tuple(c for c in SURVIVING_CLAIMS if c in caller.claims)
         user = (answer.get("AssumedRoleUser") or {}).get("Arn", self.cfg.role_arn)
         return Credential(
@@ -124,7 +124,7 @@ class AwsExchanger:
             expires_at=expires_at, proof_of_possession=False,
             token_id="aws:" + hashlib.sha256(access_key.encode()).hexdigest()[:16],
             issuer=str(user), claims_carried=carried,
-            claims_dropped=tuple(sorted(claims - set(SURVIVING_CLAIMS))),
+            claims_dropped=dropped_claims(caller, SURVIVING_CLAIMS),
             proof_key=AwsCredentials(access_key, secret, session_token),
         )
 

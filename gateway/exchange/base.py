@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Protocol
 
 from gateway.model import Caller, Credential, Destination
@@ -22,3 +23,12 @@ class Exchanger(Protocol):
     async def exchange(
         self, caller: Caller, dest: Destination, max_lifetime: float
     ) -> Credential: ...
+
+
+# Claims about the credential itself rather than the caller: never "lost" in a translation.
+BOOKKEEPING_CLAIMS = frozenset({"exp", "iat", "nbf", "jti", "aud", "iss", "cnf"})
+
+
+def dropped_claims(caller: Caller, kept: Iterable[str]) -> tuple[str, ...]:
+    """The caller's claims the new credential does not carry, for the translation record."""
+    return tuple(sorted(set(caller.claims) - BOOKKEEPING_CLAIMS - set(kept)))

@@ -19,6 +19,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from gateway.clock import Clock
 from gateway.config.policy import X509ExchangeConfig
 from gateway.errors import ExchangeError, PolicyError, Reason
+from gateway.exchange.base import dropped_claims
 from gateway.keys import PrivateKey, SigningKey
 from gateway.model import Caller, Credential, Destination
 
@@ -65,14 +66,12 @@ class X509Exchanger:
             raise ExchangeError(Reason.EXCHANGE_FAILED, "the caller's identifier cannot go into "
                                 "a certificate") from None
         chain = cert.public_bytes(serialization.Encoding.PEM) + self.chain_pem
-        claims = {k for k in caller.claims if k not in ("exp", "iat", "nbf", "jti", "aud",
-                                                        "iss", "cnf")}
         return Credential(
             token=chain.decode("ascii"), token_type="N_A", issued_token_type=X509_TOKEN_TYPE,
             expires_at=not_after, proof_of_possession=True,
             token_id=f"x509:{serial:x}", issuer=self.issuer,
             claims_carried=("sub",),  # the identifier, as the certificate's URI SAN
-            claims_dropped=tuple(sorted(claims - {"sub"})),
+            claims_dropped=dropped_claims(caller, ("sub",)),
             proof_key=SigningKey.from_private_key(key),
         )
 

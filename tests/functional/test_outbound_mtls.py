@@ -10,9 +10,9 @@ from pathlib import Path
 
 import aiohttp
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from gateway.keys import write_private_key
 from tests.conftest import Pki
 from tests.helpers.servers import start_gateway, start_upstream
 from tests.helpers.tokens import Key
@@ -36,34 +36,25 @@ rules:
 """
 
 
-def _write_ca(pki: Pki) -> tuple[Path, Path]:
+def _config(pki: Pki, upstream: str, *, upstream_ca: bool = True, jwks: str | None = None
+            ) -> str:
+    """A gateway with an mTLS listener and `issuer.ca` = a fresh intermediate under the root."""
     inter = pki.ca.intermediate("example.org")
-    cert, key = pki.dir / "issuing-ca.pem", pki.dir / "issuing-ca.key"
-    cert.write_bytes(inter.cert.public_bytes(serialization.Encoding.PEM))
-    key.write_bytes(inter.key.private_bytes(serialization.Encoding.PEM,
-                                            serialization.PrivateFormat.PKCS8,
-                                            serialization.NoEncryption()))
-    return cert, key
-
-
-async def test_caller_certificate_presented_to_an_mtls_upstream(tmp_path: Path, pki: Pki) -> None:
-    ca_cert, ca_key = _write_ca(pki)
-    td = Key.es256("td")
-    (tmp_path / "td.jwks").write_text(json.dumps({"keys": [td.jwk]}))
-    up = await start_upstream(pki.server_context(require_client=True))
-    svid_cert, svid_key = pki.svid("frontend", SUB)
-    config = f"""
+    ca_cert, ca_key = pki.dir / "issuing-ca.pem", pki.dir / "issuing-ca.key"
+    ca_cert.write_bytes(inter.cert_pem())
+    ca_key.unlink(missing_ok=True)
+    write_private_key(ca_key, inter.key)
+    route_tls = f", tls: {{ca: {pki.ca_file}}}" if upstream_ca else ""
+    td_jwks = f", jwks: {jwks}" if jwks else ""
+    authn = f"authentication: {{audiences: [{GW_AUD}]}}" if jwks else ""
+    return f"""
 listeners:
   - name: main
     port: 0
     tls: {{cert: {pki.dir}/server.pem, key: {pki.dir}/server.key, client_cert: optional}}
-routes:
-  - name: api
-    upstream: "{up.url}"
-    tls: {{ca: {pki.ca_file}}}
-trust_domains:
-  example.org: {{x509_bundle: {pki.ca_file}, jwks: td.jwks}}
-authentication: {{audiences: [{GW_AUD}]}}
+routes: [{{name: api, upstream: "{upstream}"{route_tls}}}]
+trust_domains: {{example.org: {{x509_bundle: {pki.ca_file}{td_jwks}}}}}
+{authn}
 issuer:
   issuer: https://gw.example.org
   keys: [{{file: {pki.dir}/issuer.key}}]
@@ -71,6 +62,14 @@ issuer:
 admin: null
 policy: {{files: [policy.yaml], watch: false}}
 """
+
+
+async def test_caller_certificate_presented_to_an_mtls_upstream(tmp_path: Path, pki: Pki) -> None:
+    td = Key.es256("td")
+    (tmp_path / "td.jwks").write_text(json.dumps({"keys": [td.jwk]}))
+    up = await start_upstream(pki.server_context(require_client=True))
+    svid_cert, svid_key = pki.svid("frontend", SUB)
+    config = _config(pki, up.url, jwks="td.jwks")
     gw = await start_gateway(tmp_path, config, POLICY)
     try:
         async with aiohttp.ClientSession() as s:
@@ -117,23 +116,9 @@ policy: {{files: [policy.yaml], watch: false}}
 
 
 async def test_certificate_needs_an_https_upstream(tmp_path: Path, pki: Pki) -> None:
-    ca_cert, ca_key = _write_ca(pki)
     up = await start_upstream()
     svid_cert, svid_key = pki.svid("frontend", SUB)
-    config = f"""
-listeners:
-  - name: main
-    port: 0
-    tls: {{cert: {pki.dir}/server.pem, key: {pki.dir}/server.key, client_cert: optional}}
-routes: [{{name: api, upstream: "{up.url}"}}]
-trust_domains: {{example.org: {{x509_bundle: {pki.ca_file}}}}}
-issuer:
-  issuer: https://gw.example.org
-  keys: [{{file: {pki.dir}/issuer.key}}]
-  ca: {{cert: {ca_cert}, key: {ca_key}}}
-admin: null
-policy: {{files: [policy.yaml], watch: false}}
-"""
+    config = _config(pki, up.url, upstream_ca=False)
     gw = await start_gateway(tmp_path, config, POLICY)
     try:
         async with aiohttp.ClientSession() as s, s.get(
@@ -192,7 +177,6 @@ async def test_openssl_s_server_verifies_the_issued_certificate(tmp_path: Path, 
 
     from tests.functional.test_process import free_port
 
-    ca_cert, ca_key = _write_ca(pki)
     port = free_port()
     server = await asyncio.create_subprocess_exec(
         "openssl", "s_server", "-accept", f"127.0.0.1:{port}", "-cert",
@@ -200,23 +184,7 @@ async def test_openssl_s_server_verifies_the_issued_certificate(tmp_path: Path, 
         str(pki.ca_file), "-Verify", "2", "-verify_return_error", "-www",
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
     svid_cert, svid_key = pki.svid("frontend", SUB)
-    config = f"""
-listeners:
-  - name: main
-    port: 0
-    tls: {{cert: {pki.dir}/server.pem, key: {pki.dir}/server.key, client_cert: optional}}
-routes:
-  - name: api
-    upstream: "https://127.0.0.1:{port}"
-    tls: {{ca: {pki.ca_file}}}
-trust_domains: {{example.org: {{x509_bundle: {pki.ca_file}}}}}
-issuer:
-  issuer: https://gw.example.org
-  keys: [{{file: {pki.dir}/issuer.key}}]
-  ca: {{cert: {ca_cert}, key: {ca_key}}}
-admin: null
-policy: {{files: [policy.yaml], watch: false}}
-"""
+    config = _config(pki, f"https://127.0.0.1:{port}")
     gw = await start_gateway(tmp_path, config, POLICY)
     try:
         for _ in range(50):  # s_server takes a moment to listen

@@ -52,27 +52,72 @@ rules:
 """
 
 
-async def test_wit_wpt_and_txn_tokens_verified_by_jose(tmp_path: Path, pki: Pki) -> None:
-    cert, key = pki.svid("frontend", SUB)
-    admin_port = free_port()
-    env = {"JWKS_URL": f"http://127.0.0.1:{admin_port}/.well-known/jwks.json",
-           "TXN_AUDIENCE": "example.org"}
-    async with node_server("verifying_upstream.mjs", env) as up_port:
-        config = f"""
+def mtls_gateway(pki: Pki, up_port: int, *, admin_port: int | None = None,
+                 txn_audiences: bool = False) -> str:
+    """A gateway with an mTLS listener, its own issuer, and a Node upstream on `up_port`."""
+    authn = "authentication: {txn_token_audiences: [example.org]}" if txn_audiences else ""
+    admin = f"{{port: {admin_port}}}" if admin_port is not None else "null"
+    return f"""
 listeners:
   - name: mtls
     port: 0
     tls: {{cert: {pki.dir}/server.pem, key: {pki.dir}/server.key, client_cert: optional}}
 routes: [{{name: api, upstream: "http://127.0.0.1:{up_port}"}}]
 trust_domains: {{example.org: {{x509_bundle: {pki.ca_file}}}}}
-authentication: {{txn_token_audiences: [example.org]}}
+{authn}
 issuer:
   issuer: https://gw.example.org
   keys: [{{file: {pki.dir}/issuer.key}}]
   workload_identity: spiffe://example.org/gateways/front
-admin: {{port: {admin_port}}}
+admin: {admin}
 policy: {{files: [policy.yaml], watch: false}}
 """
+
+
+# A bearer caller (JWT-SVID) gets an at+jwt minted by the gateway's own issuer.
+OWN_TOKEN_POLICY = """
+profiles:
+  own: {exchange: {type: issuer, audience: https://api.example, lifetime: 60},
+        inject: [{type: bearer}]}
+rules:
+  - {id: own, caller: {methods: [bearer]}, action: exchange, profile: own}
+  - {id: default-deny, action: deny}
+"""
+
+
+def bearer_gateway(upstream: str, issuer: str) -> str:
+    return f"""
+listeners: [{{name: main, port: 0}}]
+routes: [{{name: api, upstream: "{upstream}"}}]
+trust_domains: {{example.org: {{jwks: td.jwks}}}}
+authentication: {{audiences: [spiffe://example.org/gw]}}
+issuer: {issuer}
+admin: {{port: 0}}
+policy: {{files: [policy.yaml], watch: false}}
+"""
+
+
+async def verify_with_jose(jwks: str, token: str, at: float | None = None) -> dict:
+    """npm jose checks an at+jwt from the gateway's issuer; returns its header and payload."""
+    import asyncio
+
+    args = [jwks, token, "https://api.example", "https://gw.example.org", "at+jwt"]
+    proc = await asyncio.create_subprocess_exec(
+        "node", str(HERE / "verify_jwt.mjs"), *args, *([str(int(at))] if at else []),
+        stdout=asyncio.subprocess.PIPE)
+    out, _ = await proc.communicate()
+    result = json.loads(out)
+    assert proc.returncode == 0, result
+    return result
+
+
+async def test_wit_wpt_and_txn_tokens_verified_by_jose(tmp_path: Path, pki: Pki) -> None:
+    cert, key = pki.svid("frontend", SUB)
+    admin_port = free_port()
+    env = {"JWKS_URL": f"http://127.0.0.1:{admin_port}/.well-known/jwks.json",
+           "TXN_AUDIENCE": "example.org"}
+    async with node_server("verifying_upstream.mjs", env) as up_port:
+        config = mtls_gateway(pki, up_port, admin_port=admin_port, txn_audiences=True)
         gw = await start_gateway(tmp_path, config, POLICY)
         base = f"https://127.0.0.1:{gw.gateway.ports['mtls']}"
         ssl = pki.client_context(cert, key)
@@ -133,7 +178,6 @@ def _claims(token: str) -> dict:
 async def test_jwks_rotation_never_surprises_a_verifier(tmp_path: Path) -> None:
     """A verifier (npm jose) holding the JWKS it fetched before a rotation verifies tokens
     signed after it: the next key is published `overlap` seconds before it signs."""
-    import asyncio
     import time
 
     from gateway.clock import FrozenClock
@@ -144,27 +188,9 @@ async def test_jwks_rotation_never_surprises_a_verifier(tmp_path: Path) -> None:
     td = Key.es256("td")
     (tmp_path / "td.jwks").write_text(json.dumps({"keys": [td.jwk]}))
     up = await start_upstream()
-    config = f"""
-listeners: [{{name: main, port: 0}}]
-routes: [{{name: api, upstream: "{up.url}"}}]
-trust_domains: {{example.org: {{jwks: td.jwks}}}}
-authentication: {{audiences: [spiffe://example.org/gw]}}
-issuer:
-  issuer: https://gw.example.org
-  state_dir: state
-  rotation: {{period: 100, overlap: 20}}
-admin: {{port: 0}}
-policy: {{files: [policy.yaml], watch: false}}
-"""
-    policy = """
-profiles:
-  own: {exchange: {type: issuer, audience: https://api.example, lifetime: 60},
-        inject: [{type: bearer}]}
-rules:
-  - {id: own, caller: {methods: [bearer]}, action: exchange, profile: own}
-  - {id: default-deny, action: deny}
-"""
-    gw = await start_gateway(tmp_path, config, policy, clock=clock)
+    config = bearer_gateway(up.url, "{issuer: https://gw.example.org, state_dir: state, "
+                                    "rotation: {period: 100, overlap: 20}}")
+    gw = await start_gateway(tmp_path, config, OWN_TOKEN_POLICY, clock=clock)
     try:
         async with aiohttp.ClientSession() as s:
             clock.advance(75)  # 15 s before the switch
@@ -180,13 +206,8 @@ rules:
             async with s.get(gw.url() + "/x", headers={"Authorization": f"Bearer {caller}"}) as r:
                 assert r.status == 200, await r.text()
         token = up.seen[-1].header("authorization")[7:]
-        proc = await asyncio.create_subprocess_exec(
-            "node", str(HERE / "verify_jwt.mjs"), f"file:{tmp_path / 'snapshot.jwks'}", token,
-            "https://api.example", "https://gw.example.org", "at+jwt", str(int(clock.now())),
-            stdout=asyncio.subprocess.PIPE)
-        out, _ = await proc.communicate()
-        result = json.loads(out)
-        assert proc.returncode == 0, result
+        result = await verify_with_jose(f"file:{tmp_path / 'snapshot.jwks'}", token,
+                                        clock.now())
         signed_by = result["header"]["kid"]
         assert signed_by != snapshot["keys"][0]["kid"]  # a key that was not yet signing then
         assert signed_by in {k["kid"] for k in snapshot["keys"]}
@@ -216,20 +237,7 @@ rules:
   - {id: default-deny, action: deny}
 """
     async with node_server("verifying_upstream.mjs", env) as up_port:
-        config = f"""
-listeners:
-  - name: mtls
-    port: 0
-    tls: {{cert: {pki.dir}/server.pem, key: {pki.dir}/server.key, client_cert: optional}}
-routes: [{{name: api, upstream: "http://127.0.0.1:{up_port}"}}]
-trust_domains: {{example.org: {{x509_bundle: {pki.ca_file}}}}}
-issuer:
-  issuer: https://gw.example.org
-  keys: [{{file: {pki.dir}/issuer.key}}]
-  workload_identity: spiffe://example.org/gateways/front
-admin: {{port: {admin_port}}}
-policy: {{files: [policy.yaml], watch: false}}
-"""
+        config = mtls_gateway(pki, up_port, admin_port=admin_port)
         gw = await start_gateway(tmp_path, config, policy)
         base = f"https://127.0.0.1:{gw.gateway.ports['mtls']}"
         try:
@@ -251,7 +259,6 @@ policy: {{files: [policy.yaml], watch: false}}
 async def test_eddsa_issuer_key_verified_by_jose(tmp_path: Path) -> None:
     """The issuer signs with an Ed25519 key from a file (EdDSA); npm jose verifies the at+jwt
     against the gateway's published JWKS."""
-    import asyncio
 
     from cryptography.hazmat.primitives.asymmetric import ed25519
 
@@ -263,24 +270,8 @@ async def test_eddsa_issuer_key_verified_by_jose(tmp_path: Path) -> None:
     td = Key.es256("td")
     (tmp_path / "td.jwks").write_text(json.dumps({"keys": [td.jwk]}))
     up = await start_upstream()
-    config = f"""
-listeners: [{{name: main, port: 0}}]
-routes: [{{name: api, upstream: "{up.url}"}}]
-trust_domains: {{example.org: {{jwks: td.jwks}}}}
-authentication: {{audiences: [spiffe://example.org/gw]}}
-issuer: {{issuer: https://gw.example.org, keys: [{{file: ed.key}}]}}
-admin: {{port: 0}}
-policy: {{files: [policy.yaml], watch: false}}
-"""
-    policy = """
-profiles:
-  own: {exchange: {type: issuer, audience: https://api.example, lifetime: 60},
-        inject: [{type: bearer}]}
-rules:
-  - {id: own, caller: {methods: [bearer]}, action: exchange, profile: own}
-  - {id: default-deny, action: deny}
-"""
-    gw = await start_gateway(tmp_path, config, policy)
+    config = bearer_gateway(up.url, "{issuer: https://gw.example.org, keys: [{file: ed.key}]}")
+    gw = await start_gateway(tmp_path, config, OWN_TOKEN_POLICY)
     try:
         import time
 
@@ -290,13 +281,7 @@ rules:
                 gw.url() + "/x", headers={"Authorization": f"Bearer {caller}"}) as r:
             assert r.status == 200, await r.text()
         token = up.seen[-1].header("authorization")[7:]
-        proc = await asyncio.create_subprocess_exec(
-            "node", str(HERE / "verify_jwt.mjs"), gw.admin + "/.well-known/jwks.json", token,
-            "https://api.example", "https://gw.example.org", "at+jwt",
-            stdout=asyncio.subprocess.PIPE)
-        out, _ = await proc.communicate()
-        result = json.loads(out)
-        assert proc.returncode == 0, result
+        result = await verify_with_jose(gw.admin + "/.well-known/jwks.json", token)
         assert result["header"]["alg"] == "EdDSA" and result["payload"]["sub"] == SUB
     finally:
         await gw.stop()

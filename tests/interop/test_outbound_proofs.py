@@ -17,6 +17,7 @@ from gateway.keys import SigningKey, load_private_key
 from tests.conftest import Pki
 from tests.functional.test_process import free_port
 from tests.helpers.servers import start_gateway
+from tests.interop.test_outbound_interop import mtls_gateway
 from tests.interop.test_sts_peers import node_server
 
 HERE = Path(__file__).resolve().parent
@@ -27,20 +28,6 @@ pytestmark = pytest.mark.skipif(
     and (shutil.which("node") is None or not (HERE / "node_modules" / "jose").is_dir()),
     reason="needs node and `npm ci` in tests/interop (./dev test does both)",
 )
-
-
-def _listener(pki: Pki) -> str:
-    return f"""
-listeners:
-  - name: mtls
-    port: 0
-    tls: {{cert: {pki.dir}/server.pem, key: {pki.dir}/server.key, client_cert: optional}}
-trust_domains: {{example.org: {{x509_bundle: {pki.ca_file}}}}}
-issuer:
-  issuer: https://gw.example.org
-  keys: [{{file: {pki.dir}/issuer.key}}]
-policy: {{files: [policy.yaml], watch: false}}
-"""
 
 
 async def test_http_message_signature_verified_by_npm(tmp_path: Path, pki: Pki) -> None:
@@ -61,10 +48,7 @@ rules:
   - {id: default-deny, action: deny}
 """
     async with node_server("verifying_upstream.mjs", env) as up_port:
-        config = _listener(pki) + f"""
-routes: [{{name: api, upstream: "http://127.0.0.1:{up_port}"}}]
-admin: {{port: {admin_port}}}
-"""
+        config = mtls_gateway(pki, up_port, admin_port=admin_port)
         gw = await start_gateway(tmp_path, config, policy)
         base = f"https://127.0.0.1:{gw.gateway.ports['mtls']}"
         ssl = pki.client_context(cert, key)
@@ -99,13 +83,11 @@ async def test_dpop_bound_token_from_oidc_provider(tmp_path: Path, pki: Pki) -> 
         env = {"JWKS_URL": f"http://127.0.0.1:{op}/jwks", "TXN_AUDIENCE": "example.org",
                "AT_JWKS_URL": f"http://127.0.0.1:{op}/jwks"}
         async with node_server("verifying_upstream.mjs", env) as up_port:
-            config = _listener(pki) + f"""
-routes: [{{name: api, upstream: "http://127.0.0.1:{up_port}"}}]
+            config = mtls_gateway(pki, up_port) + f"""
 token_services:
   oidc:
     issuer: http://127.0.0.1:{op}
     client_auth: {{method: private_key_jwt, client_id: gateway}}
-admin: null
 """
             policy = """
 profiles:

@@ -123,6 +123,13 @@ rules:
 """
 
 
+def _trust_domain(tmp: Path) -> Key:
+    """The JWT-SVID issuer the gateway trusts (td.jwks, named by `_config`)."""
+    td = Key.es256("td")
+    (tmp / "td.jwks").write_text(json.dumps({"keys": [td.jwk]}))
+    return td
+
+
 def _caller(td: Key, lifetime: int) -> dict[str, str]:
     token = td.sign({"sub": SUB, "aud": GW_AUD, "exp": int(time.time()) + lifetime,
                      "amr": ["pwd"], "team": "shop", "jti": os.urandom(8).hex()})
@@ -130,8 +137,7 @@ def _caller(td: Key, lifetime: int) -> dict[str, str]:
 
 
 async def test_jwt_to_aws_sigv4_checked_by_moto(tmp_path: Path) -> None:
-    td = Key.es256("td")
-    (tmp_path / "td.jwks").write_text(json.dumps({"keys": [td.jwk]}))
+    td = _trust_domain(tmp_path)
     with moto_server(exchanges=1) as (s3_url, arn):
         async with tampering_proxy(s3_url) as tamper_url:
             gw = await start_gateway(tmp_path, _config(tmp_path, s3_url, tamper_url),
@@ -176,8 +182,7 @@ async def test_jwt_to_aws_sigv4_checked_by_moto(tmp_path: Path) -> None:
 
 
 async def test_short_lived_caller_with_the_explicit_flag(tmp_path: Path) -> None:
-    td = Key.es256("td")
-    (tmp_path / "td.jwks").write_text(json.dumps({"keys": [td.jwk]}))
+    td = _trust_domain(tmp_path)
     with moto_server(exchanges=1) as (s3_url, arn):
         gw = await start_gateway(tmp_path, _config(tmp_path, s3_url, s3_url),
                                  _policy(arn, s3_url))
@@ -218,8 +223,7 @@ def test_session_names_fit_aws_rules() -> None:
 
 
 async def test_unreachable_aws_sts_is_a_clear_503(tmp_path: Path) -> None:
-    td = Key.es256("td")
-    (tmp_path / "td.jwks").write_text(json.dumps({"keys": [td.jwk]}))
+    td = _trust_domain(tmp_path)
     dead = f"http://127.0.0.1:{free_port()}"
     arn = "arn:aws:iam::123456789012:role/shop-frontend"
     gw = await start_gateway(tmp_path, _config(tmp_path, dead, dead), _policy(arn, dead))
@@ -283,8 +287,7 @@ async def test_aws_sts_refusals_and_nonsense(tmp_path: Path) -> None:
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0).start()
     url = f"http://127.0.0.1:{runner.addresses[0][1]}"
-    td = Key.es256("td")
-    (tmp_path / "td.jwks").write_text(json.dumps({"keys": [td.jwk]}))
+    td = _trust_domain(tmp_path)
     arn = "arn:aws:iam::123456789012:role/shop-frontend"
     gw = await start_gateway(tmp_path, _config(tmp_path, url, url), _policy(arn, url))
     try:

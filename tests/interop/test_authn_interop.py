@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 from pathlib import Path
 
 import aiohttp
-import pytest
 
 from tests.helpers.servers import Upstream, start_gateway
+from tests.interop.node import needs_node
 
 HERE = Path(__file__).resolve().parent
 SUB = "spiffe://example.org/ns/shop/sa/api"
@@ -19,11 +17,7 @@ ISSUER = "https://as.example.org"
 SVID_AUD = "spiffe://example.org/egress-gateway"
 
 # In CI (CI=true) these never skip: a missing install must fail the build, not hide it.
-pytestmark = pytest.mark.skipif(
-    not os.environ.get("CI")
-    and (shutil.which("node") is None or not (HERE / "node_modules" / "jose").is_dir()),
-    reason="needs node and `npm ci` in tests/interop (./dev test does both)",
-)
+pytestmark = needs_node()
 
 
 def node_tokens(target: str, count: int) -> dict:

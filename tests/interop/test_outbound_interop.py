@@ -4,26 +4,20 @@ WIMSE WIT + WPT for the next hop, transaction tokens that keep their txn id acro
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 
 import aiohttp
-import pytest
 
 from tests.conftest import Pki
 from tests.functional.test_process import free_port
 from tests.helpers.servers import start_gateway
+from tests.interop.node import needs_node
 from tests.interop.test_sts_peers import node_server
 
 HERE = Path(__file__).resolve().parent
 SUB = "spiffe://example.org/ns/shop/sa/frontend"
 
-pytestmark = pytest.mark.skipif(
-    not os.environ.get("CI")
-    and (shutil.which("node") is None or not (HERE / "node_modules" / "jose").is_dir()),
-    reason="needs node and `npm ci` in tests/interop (./dev test does both)",
-)
+pytestmark = needs_node()
 
 POLICY = """
 profiles:

@@ -6,28 +6,22 @@ DPoP-bound access token from oidc-provider presented with a fresh DPoP proof per
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 
 import aiohttp
-import pytest
 
 from gateway.keys import SigningKey, load_private_key
 from tests.conftest import Pki
 from tests.functional.test_process import free_port
 from tests.helpers.servers import start_gateway
+from tests.interop.node import needs_node
 from tests.interop.test_outbound_interop import mtls_gateway
 from tests.interop.test_sts_peers import node_server
 
 HERE = Path(__file__).resolve().parent
 SUB = "spiffe://example.org/ns/shop/sa/frontend"
 
-pytestmark = pytest.mark.skipif(
-    not os.environ.get("CI")
-    and (shutil.which("node") is None or not (HERE / "node_modules" / "jose").is_dir()),
-    reason="needs node and `npm ci` in tests/interop (./dev test does both)",
-)
+pytestmark = needs_node()
 
 
 async def test_http_message_signature_verified_by_npm(tmp_path: Path, pki: Pki) -> None:

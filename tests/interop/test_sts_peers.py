@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -18,24 +17,19 @@ from pathlib import Path
 
 import aiohttp
 import jwt
-import pytest
 
 from gateway.keys import SigningKey, load_private_key
 from tests.conftest import Pki
 from tests.helpers.servers import Upstream, start_gateway
 from tests.helpers.tokens import Key
+from tests.interop.node import needs_node
 
 HERE = Path(__file__).resolve().parent
 SUB = "spiffe://example.org/ns/shop/sa/api"
 GW_AUD = "spiffe://example.org/gw"
 TD_KEY = Key.es256("td")
 
-pytestmark = pytest.mark.skipif(
-    not os.environ.get("CI")
-    and (shutil.which("node") is None
-         or not (HERE / "node_modules" / "@jmondi" / "oauth2-server").is_dir()),
-    reason="needs node and `npm ci` in tests/interop (./dev test does both)",
-)
+pytestmark = needs_node("@jmondi/oauth2-server")
 
 
 @asynccontextmanager

@@ -4,26 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import shutil
 import time
 from pathlib import Path
-
-import pytest
 
 from tests.conftest import Pki
 from tests.helpers.servers import Upstream, start_gateway
 from tests.helpers.tokens import Key
+from tests.interop.node import needs_node
 
 HERE = Path(__file__).resolve().parent
 SUB = "spiffe://example.org/ns/shop/sa/api"
 TD_KEY = Key.es256("td")
 
-pytestmark = pytest.mark.skipif(
-    not os.environ.get("CI")
-    and (shutil.which("node") is None or not (HERE / "node_modules" / "jose").is_dir()),
-    reason="needs node and `npm ci` in tests/interop (./dev test does both)",
-)
+pytestmark = needs_node()
 
 POLICY = """
 profiles:

@@ -8,13 +8,13 @@ the previous runtime keeps serving.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import importlib.util
 import json
 import os
 import ssl
 import tempfile
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,14 +85,19 @@ class UpstreamSettings:
     # Builds the same TLS settings plus a client certificate (the mTLS injector's).
     client_context: Callable[[ClientCertificate], ssl.SSLContext] | None = field(
         default=None, repr=False, compare=False)
+    # When ssl_context is None: builds it, called by the pool only when it opens the pool.
+    make_ssl_context: Callable[[], ssl.SSLContext] | None = field(
+        default=None, repr=False, compare=False)
 
     def with_client_certificate(self, cert: ClientCertificate, dest: Any) -> UpstreamSettings:
-        """These settings presenting ``cert``, in a connection pool of their own."""
+        """These settings presenting ``cert``, in a connection pool of their own; its TLS
+        context is built once, when that pool is opened."""
         if dest.scheme != "https" or self.client_context is None:
             raise ExchangeError(Reason.EXCHANGE_FAILED, "a client certificate needs an https "
                                 "upstream (set upgrade_tls on the rule, or an https route)")
-        return UpstreamSettings(self.timeouts, self.client_context(cert), self.server_name,
-                                f"{self.tls_key}|{cert.pool_key}")
+        return UpstreamSettings(self.timeouts, None, self.server_name,
+                                f"{self.tls_key}|{cert.pool_key}",
+                                make_ssl_context=functools.partial(self.client_context, cert))
 
 
 @dataclass(frozen=True)
@@ -244,26 +249,6 @@ def client_ssl_context(
         ctx.load_cert_chain(str(lc.path(tls.client_cert)), str(lc.path(tls.client_key)))
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     return ctx
-
-
-class _ClientContexts:
-    """TLS contexts with a caller's certificate, built once per certificate (LRU-bounded)."""
-
-    def __init__(self, lc: LoadedConfig, tls: UpstreamTlsConfig | None, size: int = 1024) -> None:
-        self.lc = lc
-        self.tls = tls
-        self.size = size
-        self._ctx: OrderedDict[str, ssl.SSLContext] = OrderedDict()
-
-    def __call__(self, cert: ClientCertificate) -> ssl.SSLContext:
-        ctx = self._ctx.get(cert.pool_key)
-        if ctx is None:
-            ctx = self._ctx[cert.pool_key] = client_ssl_context(self.lc, self.tls, cert)
-            while len(self._ctx) > self.size:
-                self._ctx.popitem(last=False)
-        else:
-            self._ctx.move_to_end(cert.pool_key)
-        return ctx
 
 
 def _tls_key(lc: LoadedConfig, tls: UpstreamTlsConfig | None) -> str:
@@ -443,7 +428,6 @@ def build_runtime(lc: LoadedConfig, clock: Clock, replay: ReplayCache | None = N
                       cfg.gateway_name)
 
     ssl_contexts: dict[str, ssl.SSLContext] = {}
-    client_contexts: dict[str, _ClientContexts] = {}
     for name, ts in cfg.token_services.items():
         try:
             ctx = client_ssl_context(lc, ts.tls)
@@ -461,10 +445,8 @@ def build_runtime(lc: LoadedConfig, clock: Clock, replay: ReplayCache | None = N
             except (ssl.SSLError, OSError) as exc:
                 raise ConfigError([Problem(str(lc.file), None, "tls", f"unusable TLS files: "
                                            f"{exc}")]) from None
-        if key not in client_contexts:
-            client_contexts[key] = _ClientContexts(lc, tls)
         return UpstreamSettings(timeouts, ssl_contexts[key], tls.server_name if tls else None,
-                                key, client_contexts[key])
+                                key, functools.partial(client_ssl_context, lc, tls))
 
     routes = tuple(_route(r, settings) for r in cfg.routes)
     forward = settings(cfg.forward_proxy.timeouts, cfg.forward_proxy.tls)

@@ -83,23 +83,25 @@ class UpstreamPool:
             if len(self._sessions) > 1:
                 self._sessions.move_to_end(settings.tls_key)
             return s
-        if s is None or s.closed:
-            connector = aiohttp.TCPConnector(
-                limit=0,
-                limit_per_host=self.limit_per_host,
-                ssl=settings.ssl_context if settings.ssl_context is not None else False,
-                enable_cleanup_closed=True,
-                keepalive_timeout=30,
-            )
-            s = aiohttp.ClientSession(
-                connector=connector,
-                auto_decompress=False,
-                cookie_jar=aiohttp.DummyCookieJar(),
-                skip_auto_headers=("User-Agent", "Accept-Encoding", "Accept", "Content-Type"),
-                trust_env=False,
-            )
-            self._sessions[settings.tls_key] = s
-            self._evict()
+        ctx = settings.ssl_context
+        if ctx is None and settings.make_ssl_context is not None:
+            ctx = settings.make_ssl_context()
+        connector = aiohttp.TCPConnector(
+            limit=0,
+            limit_per_host=self.limit_per_host,
+            ssl=ctx if ctx is not None else False,
+            enable_cleanup_closed=True,
+            keepalive_timeout=30,
+        )
+        s = aiohttp.ClientSession(
+            connector=connector,
+            auto_decompress=False,
+            cookie_jar=aiohttp.DummyCookieJar(),
+            skip_auto_headers=("User-Agent", "Accept-Encoding", "Accept", "Content-Type"),
+            trust_env=False,
+        )
+        self._sessions[settings.tls_key] = s
+        self._evict()
         return s
 
     async def close(self) -> None:
